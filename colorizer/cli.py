@@ -1,0 +1,68 @@
+"""`colorizer` command line: `colorizer <command> --help` for each command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from colorizer.config import ConfigError, load_config
+
+CONFIG_HELP = "YAML file of overrides (configs/*.yaml); key=value pairs after it override again"
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.source=DIR data.height_px=128")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from colorizer.inspect_data import format_report, inspect_data
+
+    cfg = load_config(args.config, args.overrides)
+    report = inspect_data(cfg, args.out, samples=args.samples, split=args.split)
+    print(format_report(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="colorizer",
+        description="Line-art colorization: look at the training data, train, export, colorize.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "inspect",
+        help="save a grid of samples exactly as the model receives them, and their value histogram",
+        description="Save a grid (target | line art | hint map | mask) of samples as the model receives them "
+        "and a histogram of every input channel: the first thing to look at before training.",
+    )
+    _add_config_args(p)
+    p.add_argument("--out", default="inspect.png", help="grid PNG; the histogram goes beside it (<name>.hist.png)")
+    p.add_argument("--samples", type=int, default=8, help="rows in the grid (default 8)")
+    p.add_argument("--split", default=None, help="manifest split to look at (default: data.split)")
+    p.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"colorizer {args.command}: config error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"colorizer {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"colorizer {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+from pathlib import Path
+
+import pytest
+
+from colorizer.config import Config, ConfigError, from_dict, load_config, save_config, to_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_without_file():
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg.hints.no_hint_prob == 0.5
+    assert cfg.loss.adversarial == "lsgan"
+
+
+@pytest.mark.parametrize("name", ["default", "cpu-demo", "cpu-tiny"])
+def test_shipped_configs_load(name):
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+    assert cfg.name == name
+    # every shipped size must fit the U-Net's downsampling
+    assert cfg.data.height_px % 2**cfg.model.G.depth == 0
+    assert cfg.data.width_px % 2**cfg.model.G.depth == 0
+
+
+def test_yaml_then_command_line_precedence(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  lr_G: 1e-3\ndata:\n  height_px: 64\n")
+    cfg = load_config(p, ["optim.lr_G=5e-5"])
+    assert cfg.optim.lr_G == pytest.approx(5e-5)  # command line wins over the file
+    assert cfg.data.height_px == 64  # the file wins over the default
+    assert cfg.data.width_px == 256  # untouched default
+
+
+def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  lr_D: 1e-4\n")  # PyYAML reads this as the string "1e-4"
+    assert load_config(p).optim.lr_D == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("data.hieght_px=64", "data.hieght_px"),
+        ("nonsense=1", "nonsense"),
+        ("model.G.widht=3", "model.G.widht"),
+    ],
+)
+def test_unknown_keys_are_named(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_unknown_key_in_file_is_named(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  stepz: 10\n")
+    with pytest.raises(ConfigError, match=r"train\.stepz"):
+        load_config(p)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("data.height_px=big", "data.height_px"),
+        ("data.height_px=1.5", "data.height_px"),
+        ("optim.lr_G=fast", "optim.lr_G"),
+        ("data.hflip=maybe", "data.hflip"),
+        ("loss.adversarial=wgan", "loss.adversarial"),
+        ("data.crop_scale=[0.5]", "data.crop_scale"),
+        ("data.crop_scale=0.5", "data.crop_scale"),
+        ("model.G=3", "model.G"),
+    ],
+)
+def test_wrong_types_are_named(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("[", r"\[")):
+        load_config(None, [override])
+
+
+def test_override_without_equals_sign():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["data.height_px"])
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n- not a mapping\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_config_is_frozen():
+    cfg = load_config()
+    with pytest.raises(AttributeError):
+        cfg.seed = 3  # type: ignore[misc]
+
+
+def test_round_trip_through_dict_and_yaml(tmp_path):
+    cfg = load_config(None, ["data.crop_scale=[0.3, 0.9]", "seed=7", "lineart.xdog_sigmas=[0.4]"])
+    assert from_dict(to_dict(cfg)) == cfg
+    save_config(cfg, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml") == cfg
