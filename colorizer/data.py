@@ -374,6 +374,11 @@ def make_loader(
     pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader whose batches depend only on (seed, position), whatever `workers` is."""
+    if workers > 0:
+        # OpenCV's thread pool does not survive fork(): a worker forked after this process ran a
+        # multi-threaded cv2 call hangs forever on its first cv2 call. With one thread here, the
+        # pool is gone and fork is safe (the workers give the parallelism anyway).
+        cv2.setNumThreads(1)
     sampler = EpochSampler(len(dataset), seed=seed, shuffle=shuffle, start=start_sample, epochs=epochs)
     g = torch.Generator()
     g.manual_seed(seed)

@@ -56,7 +56,7 @@ def test_modes_are_converted_to_rgb(tmp_path, mode, suffix):
     src = Image.fromarray(make_drawing(48, 32))
     if mode == "I;16":
         grey = np.asarray(src.convert("L"), np.uint16) * 257
-        img = Image.fromarray(grey, "I;16")
+        img = Image.fromarray(grey)
     else:
         img = src.convert(mode)
     path = tmp_path / f"x{suffix}"
@@ -69,7 +69,7 @@ def test_modes_are_converted_to_rgb(tmp_path, mode, suffix):
 
 def test_sixteen_bit_scaled_not_clipped(tmp_path):
     grey = np.full((16, 16), 32768, np.uint16)  # mid grey in 16 bits
-    Image.fromarray(grey, "I;16").save(tmp_path / "g.png")
+    Image.fromarray(grey).save(tmp_path / "g.png")
     assert abs(int(load_rgb(tmp_path / "g.png")[0, 0, 0]) - 128) <= 1
 
 
