@@ -76,7 +76,9 @@ def run_once(source: Path, *, size_px: int, workers: int, batch_size: int, sampl
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=256, help="crop size the model sees (default 256)")
-    p.add_argument("--source-size", type=int, default=512, help="long side of the source images (default 512)")
+    p.add_argument(
+        "--source-size", type=int, default=512, help="long side of the source images (default 512)"
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--samples", type=int, default=1600, help="samples timed per repeat")

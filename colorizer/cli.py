@@ -13,7 +13,9 @@ CONFIG_HELP = "YAML file of overrides (configs/*.yaml); key=value pairs after it
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help=CONFIG_HELP)
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.source=DIR data.height_px=128")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="e.g. data.source=DIR data.height_px=128"
+    )
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -22,6 +24,31 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     report = inspect_data(cfg, args.out, samples=args.samples, split=args.split)
     print(format_report(report))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from colorizer.train import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg)
+    if result.interrupted:
+        print(
+            f"stopped at step {result.step}; checkpoint {result.last_checkpoint}. Run the same command to resume."
+        )
+        return 0
+    print(f"run {result.run_dir}: step {result.step}; last checkpoint {result.last_checkpoint}")
+    print(
+        f"export it for the app: colorizer export {result.run_dir / 'checkpoints' / 'last.pt'} --out weights/"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from colorizer.export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out, use_ema=not args.raw)
+    print(f"exported {args.checkpoint} -> {out / 'model.safetensors'} + {out / 'model.json'}")
     return 0
 
 
@@ -40,23 +67,48 @@ def build_parser() -> argparse.ArgumentParser:
         "and a histogram of every input channel: the first thing to look at before training.",
     )
     _add_config_args(p)
-    p.add_argument("--out", default="inspect.png", help="grid PNG; the histogram goes beside it (<name>.hist.png)")
+    p.add_argument(
+        "--out", default="inspect.png", help="grid PNG; the histogram goes beside it (<name>.hist.png)"
+    )
     p.add_argument("--samples", type=int, default=8, help="rows in the grid (default 8)")
     p.add_argument("--split", default=None, help="manifest split to look at (default: data.split)")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "train",
+        help="train (or resume) a run: runs/<name>/ gets checkpoints, samples, metrics.jsonl and a wandb run",
+        description="Train the U-Net/PatchGAN colorizer. Re-running the same command resumes from the newest "
+        "checkpoint (train.resume=auto). Ctrl-C or SIGTERM writes a checkpoint and stops cleanly.",
+    )
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "export",
+        help="turn a training checkpoint into model.safetensors + model.json for the app and colorize",
+        description="Export the EMA generator of a checkpoint as model.safetensors (no pickle) + model.json.",
+    )
+    p.add_argument("checkpoint", help="a .pt file from runs/<name>/checkpoints/ (e.g. last.pt or best.pt)")
+    p.add_argument("--out", required=True, help="folder to write model.safetensors and model.json into")
+    p.add_argument("--raw", action="store_true", help="export the raw generator instead of its EMA")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
     try:
         return args.func(args)
     except ConfigError as e:
         print(f"colorizer {args.command}: config error: {e}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError, RuntimeError) as e:
+        if args.verbose:
+            raise
         print(f"colorizer {args.command}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -143,6 +143,10 @@ class TrainConfig:
     keep_last: int = 3
     log_every: int = 50
     sample_every: int = 2000
+    # "auto": continue from the newest checkpoint in runs/<name>/checkpoints if there is one;
+    # "no" (or false): start fresh (an error if the run folder already holds checkpoints);
+    # or the path of a checkpoint to continue from.
+    resume: str | bool = "auto"
     init_from: str = ""  # an exported model folder to fine-tune from
     freeze_encoder_levels: int = 0
 

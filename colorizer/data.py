@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import signal
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,9 +97,13 @@ def load_rgb(path: str | os.PathLike, *, max_side_px: int | None = None) -> np.n
     except FileNotFoundError:
         raise ImageLoadError(f"{path}: file not found") from None
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{path}: not an image Pillow can read (wrong format or corrupt header)") from None
+        raise ImageLoadError(
+            f"{path}: not an image Pillow can read (wrong format or corrupt header)"
+        ) from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-        raise ImageLoadError(f"{path}: too many pixels, refused as a possible decompression bomb ({e})") from None
+        raise ImageLoadError(
+            f"{path}: too many pixels, refused as a possible decompression bomb ({e})"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageLoadError(f"{path}: unreadable or truncated image ({e})") from None
     if rgb.ndim != 3 or rgb.shape[0] < 2 or rgb.shape[1] < 2:
@@ -145,7 +150,9 @@ def scan_folder(folder: str | os.PathLike) -> list[Item]:
     """Image files under `folder`, recursively, in a stable (sorted) order."""
     folder = Path(folder)
     files = sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
     )
     return [Item(path=str(p), id=str(p.relative_to(folder))) for p in files]
 
@@ -200,9 +207,7 @@ def random_crop_params(
     return (h - ch) / 2, (w - cw) / 2, ch, cw
 
 
-def augment(
-    color: np.ndarray, rng: np.random.Generator, cfg: DataConfig
-) -> np.ndarray:
+def augment(color: np.ndarray, rng: np.random.Generator, cfg: DataConfig) -> np.ndarray:
     """`(h, w, 3) uint8` source -> `(H, W, 3) uint8` crop of `cfg.height_px x cfg.width_px`.
 
     Random resized crop, horizontal flip and a small rotation, done in a single affine warp (one
@@ -246,7 +251,11 @@ def augment(
 
 def normalize_image(x: np.ndarray) -> np.ndarray:
     """`(H, W, C)` uint8 in 0..255 or float in [0, 1] -> `(C, H, W) float32 in [-1, 1]`."""
-    x = x.astype(np.float32) * (1.0 / 127.5) - 1.0 if x.dtype == np.uint8 else x.astype(np.float32) * 2.0 - 1.0
+    x = (
+        x.astype(np.float32) * (1.0 / 127.5) - 1.0
+        if x.dtype == np.uint8
+        else x.astype(np.float32) * 2.0 - 1.0
+    )
     if x.ndim == 2:
         x = x[..., None]
     return np.ascontiguousarray(x.transpose(2, 0, 1))
@@ -357,6 +366,9 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 def _worker_init(_: int) -> None:
+    # Ctrl-C reaches the whole process group: the trainer handles it (checkpoint, then stop) and
+    # shuts the workers down; a worker dying on it mid-batch would turn a clean stop into a crash.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Workers each use one thread; parallelism comes from the workers, not from oversubscription.
     torch.set_num_threads(1)
     cv2.setNumThreads(1)

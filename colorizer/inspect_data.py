@@ -48,7 +48,9 @@ def sample_tiles(batch: dict) -> list[list[np.ndarray]]:
     return rows
 
 
-def tile_grid(rows: list[list[np.ndarray]], labels: tuple[str, ...] = COLUMNS, pad_px: int = 2) -> Image.Image:
+def tile_grid(
+    rows: list[list[np.ndarray]], labels: tuple[str, ...] = COLUMNS, pad_px: int = 2
+) -> Image.Image:
     """Rows of equal-size tiles -> one labelled PIL image."""
     h, w = rows[0][0].shape[:2]
     n_cols = len(rows[0])
@@ -60,7 +62,9 @@ def tile_grid(rows: list[list[np.ndarray]], labels: tuple[str, ...] = COLUMNS, p
         draw.text((pad_px + c * (w + pad_px), 1), label, fill=(255, 255, 255))
     for r, row in enumerate(rows):
         for c, tile in enumerate(row):
-            canvas.paste(Image.fromarray(tile), (pad_px + c * (w + pad_px), LABEL_PX + pad_px + r * (h + pad_px)))
+            canvas.paste(
+                Image.fromarray(tile), (pad_px + c * (w + pad_px), LABEL_PX + pad_px + r * (h + pad_px))
+            )
     return canvas
 
 
@@ -79,7 +83,9 @@ def channel_values(batches: list[dict]) -> dict[str, np.ndarray]:
     }
 
 
-def histogram_image(values: dict[str, np.ndarray], bins: int = 64, panel_hw: tuple[int, int] = (90, 256)) -> Image.Image:
+def histogram_image(
+    values: dict[str, np.ndarray], bins: int = 64, panel_hw: tuple[int, int] = (90, 256)
+) -> Image.Image:
     """Bar histograms (log counts) of each channel, stacked, with min/mean/max in the label."""
     ph, pw = panel_hw
     canvas = Image.new("RGB", (pw + 8, len(values) * (ph + LABEL_PX + 6)), (255, 255, 255))
@@ -118,7 +124,9 @@ def summarize(values: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     return out
 
 
-def inspect_data(cfg: Config, out: str | Path, *, samples: int = 8, split: str | None = None, hist_samples: int = 64) -> InspectReport:
+def inspect_data(
+    cfg: Config, out: str | Path, *, samples: int = 8, split: str | None = None, hist_samples: int = 64
+) -> InspectReport:
     """Write the grid of `samples` rows to `out` and the histogram next to it (`<stem>.hist.png`).
 
     Statistics use `max(samples, hist_samples)` samples, from the start of epoch 0 of the
@@ -128,14 +136,19 @@ def inspect_data(cfg: Config, out: str | Path, *, samples: int = 8, split: str |
     out.parent.mkdir(parents=True, exist_ok=True)
     dataset = ColorizationDataset(cfg, split=split)
     total = max(samples, hist_samples)  # the loader is endless: a small dataset repeats, augmented anew
-    loader = make_loader(dataset, batch_size=min(16, total), workers=cfg.data.workers, seed=cfg.seed, epochs=None)
+    loader = make_loader(
+        dataset, batch_size=min(16, total), workers=cfg.data.workers, seed=cfg.seed, epochs=None
+    )
     batches, seen = [], 0
     for batch in loader:
         batches.append(batch)
         seen += batch["color"].shape[0]
         if seen >= total:
             break
-    first = {k: torch.cat([b[k] for b in batches])[:samples] if torch.is_tensor(batches[0][k]) else None for k in batches[0]}
+    first = {
+        k: torch.cat([b[k] for b in batches])[:samples] if torch.is_tensor(batches[0][k]) else None
+        for k in batches[0]
+    }
     grid = tile_grid(sample_tiles(first))
     tmp = out.with_name(out.name + ".tmp.png")
     grid.save(tmp)

@@ -107,7 +107,9 @@ def random_lineart(image: np.ndarray, rng: np.random.Generator, cfg: LineartConf
         raise ValueError("lineart.xdog_weight + lineart.dilate_weight must be > 0")
     if rng.random() < cfg.xdog_weight / total:
         sigma = float(rng.choice(cfg.xdog_sigmas))
-        lines = xdog(image, sigma=sigma, k=cfg.xdog_k, gamma=cfg.xdog_gamma, phi=cfg.xdog_phi, eps=cfg.xdog_eps)
+        lines = xdog(
+            image, sigma=sigma, k=cfg.xdog_k, gamma=cfg.xdog_gamma, phi=cfg.xdog_phi, eps=cfg.xdog_eps
+        )
     else:
         kernel = int(rng.choice(cfg.dilate_kernels))
         lines = dilate_difference(image, kernel_px=kernel)

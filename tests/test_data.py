@@ -50,7 +50,15 @@ def test_palette_with_transparency(tmp_path):
 
 @pytest.mark.parametrize(
     "mode, suffix",
-    [("L", ".png"), ("LA", ".png"), ("CMYK", ".jpg"), ("I;16", ".png"), ("1", ".png"), ("RGB", ".webp"), ("P", ".gif")],
+    [
+        ("L", ".png"),
+        ("LA", ".png"),
+        ("CMYK", ".jpg"),
+        ("I;16", ".png"),
+        ("1", ".png"),
+        ("RGB", ".webp"),
+        ("P", ".gif"),
+    ],
 )
 def test_modes_are_converted_to_rgb(tmp_path, mode, suffix):
     src = Image.fromarray(make_drawing(48, 32))
@@ -137,8 +145,15 @@ def test_augment_without_randomness_is_a_plain_resize():
     img = np.zeros((100, 200, 3), np.uint8)
     img[:, 100:] = 255  # left black, right white
     cfg = load_config(
-        None, ["data.height_px=50", "data.width_px=100", "data.crop_scale=[1,1]", "data.crop_ratio=[2,2]",
-               "data.hflip=false", "data.rotate_deg=0"],
+        None,
+        [
+            "data.height_px=50",
+            "data.width_px=100",
+            "data.crop_scale=[1,1]",
+            "data.crop_ratio=[2,2]",
+            "data.hflip=false",
+            "data.rotate_deg=0",
+        ],
     )
     out = augment(img, np.random.default_rng(0), cfg.data)
     # orientation kept: black on the left, white on the right (an H/W swap or flip would break this)
@@ -147,8 +162,16 @@ def test_augment_without_randomness_is_a_plain_resize():
 
 def test_rotation_fills_borders_white():
     img = np.zeros((100, 100, 3), np.uint8)
-    cfg = load_config(None, ["data.height_px=64", "data.width_px=64", "data.crop_scale=[1,1]",
-                              "data.crop_ratio=[1,1]", "data.rotate_deg=30"])
+    cfg = load_config(
+        None,
+        [
+            "data.height_px=64",
+            "data.width_px=64",
+            "data.crop_scale=[1,1]",
+            "data.crop_ratio=[1,1]",
+            "data.rotate_deg=30",
+        ],
+    )
     outs = [augment(img, np.random.default_rng(s), cfg.data) for s in range(10)]
     assert any((o[0, 0] == 255).all() for o in outs)  # a rotated corner shows white paper, not black
 
@@ -158,7 +181,9 @@ def test_rotation_fills_borders_white():
 
 @pytest.mark.parametrize("h, w", [(96, 160), (160, 96)])
 def test_sample_shapes_and_ranges(drawings_dir, h, w):
-    ds = ColorizationDataset(load_config(None, [f"data.source={drawings_dir}", f"data.height_px={h}", f"data.width_px={w}"]))
+    ds = ColorizationDataset(
+        load_config(None, [f"data.source={drawings_dir}", f"data.height_px={h}", f"data.width_px={w}"])
+    )
     assert len(ds) == 6
     for i in range(len(ds)):
         s = ds[i]
@@ -234,9 +259,22 @@ def test_manifest_split_and_relative_paths(tmp_path):
     recs = []
     for i, split in enumerate(["train", "train", "val", "test"]):
         write_png(root / "tag" / f"{i}.png", make_drawing(64, 80, i))
-        recs.append({"path": f"tag/{i}.png", "id": i, "md5": "x", "tags": [], "width": 80, "height": 64, "split": split})
+        recs.append(
+            {
+                "path": f"tag/{i}.png",
+                "id": i,
+                "md5": "x",
+                "tags": [],
+                "width": 80,
+                "height": 64,
+                "split": split,
+            }
+        )
     (root / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
-    assert [Path(it.path).name for it in read_manifest(root / "manifest.jsonl", "train")] == ["0.png", "1.png"]
+    assert [Path(it.path).name for it in read_manifest(root / "manifest.jsonl", "train")] == [
+        "0.png",
+        "1.png",
+    ]
     cfg = tiny_cfg(root / "manifest.jsonl")
     assert len(ColorizationDataset(cfg)) == 2
     assert len(ColorizationDataset(cfg, split="val")) == 1

@@ -40,8 +40,15 @@ def test_hints_carry_the_local_color():
     img = np.zeros((64, 96, 3), np.uint8)
     img[:, :48] = (200, 40, 40)  # red left half
     img[:, 48:] = (30, 60, 210)  # blue right half
-    cfg = HintsConfig(no_hint_prob=0.0, color_noise_std=0.0, quantize_step=0.0, soften_sigma_px=(0.0, 0.0),
-                      position_jitter_px=0, stroke_prob=0.0, drop_range=(0.0, 0.0))
+    cfg = HintsConfig(
+        no_hint_prob=0.0,
+        color_noise_std=0.0,
+        quantize_step=0.0,
+        soften_sigma_px=(0.0, 0.0),
+        position_jitter_px=0,
+        stroke_prob=0.0,
+        drop_range=(0.0, 0.0),
+    )
     rgb, mask = simulate_hints(img, np.random.default_rng(0), cfg)
     solid = mask > 0.99
     colors = rgb[solid] / mask[solid][:, None] * 255
@@ -65,9 +72,17 @@ def test_corruption_makes_colors_differ_from_target():
 
 def test_dropping_reduces_hint_count():
     img = make_drawing(128, 128)
-    base = dict(no_hint_prob=0.0, soften_sigma_px=(0.0, 0.0), count_dist="uniform", count_min=40, count_max=40)
-    few = [simulate_hints(img, np.random.default_rng(s), HintsConfig(**base, drop_range=(0.9, 0.9)))[1] for s in range(10)]
-    many = [simulate_hints(img, np.random.default_rng(s), HintsConfig(**base, drop_range=(0.0, 0.0)))[1] for s in range(10)]
+    base = dict(
+        no_hint_prob=0.0, soften_sigma_px=(0.0, 0.0), count_dist="uniform", count_min=40, count_max=40
+    )
+    few = [
+        simulate_hints(img, np.random.default_rng(s), HintsConfig(**base, drop_range=(0.9, 0.9)))[1]
+        for s in range(10)
+    ]
+    many = [
+        simulate_hints(img, np.random.default_rng(s), HintsConfig(**base, drop_range=(0.0, 0.0)))[1]
+        for s in range(10)
+    ]
     assert np.mean([m.sum() for m in few]) < 0.3 * np.mean([m.sum() for m in many])
 
 

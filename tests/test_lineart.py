@@ -17,7 +17,8 @@ def black_square_outline(h: int, w: int) -> np.ndarray:
 
 @pytest.mark.parametrize("h, w", SHAPES)
 @pytest.mark.parametrize(
-    "extract", [lambda im: xdog(im), lambda im: xdog(im, binarize_otsu=True, phi=20), lambda im: dilate_difference(im)]
+    "extract",
+    [lambda im: xdog(im), lambda im: xdog(im, binarize_otsu=True, phi=20), lambda im: dilate_difference(im)],
 )
 def test_shape_range_and_white_paper(h, w, extract):
     img = black_square_outline(h, w)
@@ -90,4 +91,6 @@ def test_random_mix_uses_both_extractors(monkeypatch):
 
 def test_zero_weights_is_a_clear_error():
     with pytest.raises(ValueError, match="xdog_weight"):
-        random_lineart(make_drawing(32, 48), np.random.default_rng(0), LineartConfig(xdog_weight=0, dilate_weight=0))
+        random_lineart(
+            make_drawing(32, 48), np.random.default_rng(0), LineartConfig(xdog_weight=0, dilate_weight=0)
+        )

@@ -1,0 +1,565 @@
+"""One training loop for CPU and CUDA: `colorizer train --config configs/X.yaml [key=value ...]`.
+
+Each optimizer step, as in pix2pix:
+
+    fake = G(line, hints, mask)
+    D step: D(line, color) -> real, D(line, fake.detach()) -> fake; lsgan/vanilla/hinge
+    G step (D frozen): adversarial on D(line, fake) + reconstruction_weight * MSE(fake, color)
+    G_ema <- decay * G_ema + (1 - decay) * G
+
+Progress is counted in optimizer steps. The data stream is a function of (seed, sample position)
+(see colorizer.data), so resume restarts the loader at `step * batch_size` without replaying data:
+N straight steps and k steps + resume + N-k steps give the same weights, bit for bit on the CPU.
+
+Run folder `runs/<name>/`: config.yaml (resolved), metrics.jsonl, samples/, checkpoints/, wandb/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from colorizer.checkpoint import (
+    CheckpointError,
+    git_info,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from colorizer.config import Config, save_config, to_dict
+from colorizer.data import ColorizationDataset, make_loader, resolve_items
+from colorizer.losses import build_losses, reconstruction_loss
+from colorizer.models.discriminator import build_discriminator
+from colorizer.models.generator import build_generator
+from colorizer.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+LOSS_NAMES = ("loss/G_adversarial", "loss/G_reconstruction", "loss/D_real", "loss/D_fake")
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (NaN loss, bad settings); the message says where and what to try."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    interrupted: bool = False
+    last_checkpoint: Path | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# Device, precision, schedule
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
+    return torch.device(name)
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `train.amp` on `device`, or None for float32.
+
+    auto: CUDA -> bf16 where supported, else fp16 (with a GradScaler); CPU -> float32.
+    """
+    if mode == "off":
+        return None
+    if device.type == "cuda":
+        if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
+            return torch.bfloat16
+        return torch.float16
+    if mode == "fp16":
+        raise TrainingError("train.amp=fp16 needs CUDA; on the CPU use train.amp=bf16 (or off)")
+    return torch.bfloat16 if mode == "bf16" else None
+
+
+def lr_factor(step: int, total: int, *, schedule: str, warmup: int, decay_start_frac: float) -> float:
+    """Multiplier of the base learning rate at optimizer step `step` (0-based) of `total`."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":  # pix2pix: constant, then linear to zero
+        start = int(total * decay_start_frac)
+        if step < start:
+            return 1.0
+        return max(0.0, 1.0 - (step - start) / max(1, total - start))
+    progress = (step - warmup) / max(1, total - warmup)  # cosine
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Pieces
+
+
+def generator_input(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`(B, 1+3+1, H, W)`: line art, hint colors, hint mask (the order the generator expects)."""
+    return torch.cat([batch["line"], batch["hints"], batch["mask"]], dim=1)
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """`ema <- decay * ema + (1 - decay) * model` for parameters; buffers copied."""
+    ema_params = list(ema.parameters())
+    params = list(model.parameters())
+    torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+def mean_color_mse(color: torch.Tensor) -> float:
+    """MSE of the trivial guess "every pixel is the batch's mean color" (what the model must beat)."""
+    mean = color.mean(dim=(0, 2, 3), keepdim=True)
+    return float(((color - mean) ** 2).mean())
+
+
+def sample_grid(batch: dict[str, torch.Tensor], fake: torch.Tensor) -> Image.Image:
+    """Rows `line | hints | output | target` as one image (de-normalized)."""
+    from colorizer.inspect_data import tile_grid
+
+    def img(x: torch.Tensor) -> np.ndarray:
+        return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+    rows = []
+    for i in range(fake.shape[0]):
+        mask = batch["mask"][i].float().cpu()
+        hint_rgb = (batch["hints"][i].float().cpu() + mask) * 0.5  # premultiplied [0, 1]
+        on_paper = (
+            ((hint_rgb + (1 - mask)) * 255).clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        )
+        line = img(batch["line"][i].expand(3, -1, -1))
+        rows.append([line, on_paper, img(fake[i]), img(batch["color"][i])])
+    return tile_grid(rows, labels=("line", "hints", "output", "target"))
+
+
+class StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop after the current step (a second SIGINT aborts at once)."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: the caller handles stopping
+                pass
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        log.warning("%s received: finishing this step, writing a checkpoint, then stopping", self.signal)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+
+
+class Trainer:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        t = cfg.train
+        self.device = resolve_device(t.device)
+        self.amp_dtype = resolve_amp(t.amp, self.device)
+        self.run_dir = Path(cfg.run_dir) / cfg.name
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        torch.manual_seed(cfg.seed)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+
+        self.G = build_generator(cfg.model.G).to(self.device)
+        self.D = build_discriminator(cfg.model.D).to(self.device)
+        if t.init_from:
+            self._init_from(t.init_from)
+        if t.freeze_encoder_levels:
+            self.G.freeze_encoder(t.freeze_encoder_levels)
+        if t.channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        # Compiled wrappers for the forward passes; the raw modules stay the ones saved and averaged
+        # (a compiled module's state dict gains `_orig_mod.` prefixes).
+        self.G_fwd = torch.compile(self.G) if t.compile else self.G
+        self.D_fwd = torch.compile(self.D) if t.compile else self.D
+
+        o = cfg.optim
+        fused = self.device.type == "cuda"
+        self.opt_G = torch.optim.Adam(
+            [p for p in self.G.parameters() if p.requires_grad], lr=o.lr_G, betas=o.betas,
+            weight_decay=o.weight_decay, fused=fused, foreach=None if fused else True,
+        )  # fmt: skip
+        self.opt_D = torch.optim.Adam(
+            self.D.parameters(), lr=o.lr_D, betas=o.betas, weight_decay=o.weight_decay,
+            fused=fused, foreach=None if fused else True,
+        )  # fmt: skip
+
+        def factor(step: int) -> float:
+            return lr_factor(
+                step, t.steps, schedule=o.schedule, warmup=o.warmup_steps, decay_start_frac=o.decay_start_frac
+            )
+
+        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, factor)
+        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, factor)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.losses = build_losses(cfg.loss)
+        self.step = 0
+        self.best_metric = math.inf
+        self.wandb_id: str | None = None
+        self.stop = StopFlag()
+
+    # ---------------------------------------------------------------- setup helpers
+
+    def _init_from(self, model_dir: str) -> None:
+        from colorizer.export import load_generator
+
+        G, info = load_generator(model_dir)
+        want = to_dict(self.cfg.model.G)
+        have = info["architecture"]["generator"]
+        if want != have:
+            raise TrainingError(
+                f"train.init_from={model_dir}: its generator {have} differs from model.G {want}; "
+                "set model.G to the exported architecture"
+            )
+        self.G.load_state_dict(G.state_dict())
+        log.info("generator initialized from %s (step %s)", model_dir, info.get("training", {}).get("step"))
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        fmt = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+        return {
+            k: batch[k].to(self.device, non_blocking=True, memory_format=fmt)
+            for k in ("line", "hints", "mask", "color")
+        }
+
+    # ---------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "sched_G": self.sched_G.state_dict(),
+            "sched_D": self.sched_D.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "samples_seen": self.step * self.cfg.data.batch_size,
+            "epoch": self.step * self.cfg.data.batch_size // max(1, self.n_items),
+            "best_metric": self.best_metric,
+            "config": to_dict(self.cfg),
+            "rng": rng_state(),
+            "git": git_info(),
+            "wandb_id": self.wandb_id or "",
+            "metrics": dict(self.last_metrics),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.sched_G.load_state_dict(state["sched_G"])
+        self.sched_D.load_state_dict(state["sched_D"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.best_metric = float(state.get("best_metric", math.inf))
+        self.wandb_id = state.get("wandb_id") or None
+        set_rng_state(state["rng"])
+
+    def _find_resume(self) -> Path | None:
+        r = self.cfg.train.resume
+        if r is True:
+            r = "auto"
+        if r is False or r in ("no", "never"):
+            existing = latest_checkpoint(self.ckpt_dir)
+            if existing is not None:
+                raise TrainingError(
+                    f"{self.run_dir} already holds checkpoints (newest {existing.name}) and train.resume=no; "
+                    "choose another name=..., delete the folder, or resume with train.resume=auto"
+                )
+            return None
+        if r == "auto":
+            return latest_checkpoint(self.ckpt_dir)
+        path = Path(r)
+        if not path.is_file():
+            raise TrainingError(f"train.resume={r}: no such checkpoint file")
+        return path
+
+    # ---------------------------------------------------------------- data
+
+    def _datasets(self) -> tuple[ColorizationDataset, dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        train_set = ColorizationDataset(cfg, split=cfg.data.split)
+        self.n_items = len(train_set)
+        # The fixed validation batch: the val split when the manifest has one, else the first training
+        # items with a fixed augmentation; the same batch for every sample grid and resume.
+        try:
+            val_items = resolve_items(cfg.data.source, cfg.data.val_split)
+        except ValueError:
+            val_items = train_set.items
+        val_set = ColorizationDataset(cfg, items=val_items)
+        n = min(len(val_set), max(2, min(cfg.data.batch_size, 8)))
+        samples = [val_set[(0, i)] for i in range(n)]
+        val_batch = {k: torch.stack([s[k] for s in samples]) for k in ("line", "hints", "mask", "color")}
+        return train_set, val_batch
+
+    def _batches(self, train_set: ColorizationDataset):
+        cfg = self.cfg
+        bs = cfg.data.batch_size
+        if cfg.train.overfit_batches > 0:
+            # The same few batches again and again, augmentation frozen: a model that cannot drive the
+            # reconstruction loss down here has a bug, not a data problem.
+            loader = make_loader(train_set, batch_size=bs, workers=0, seed=cfg.seed, shuffle=False)
+            fixed = []
+            for b in loader:
+                fixed.append(b)
+                if len(fixed) == cfg.train.overfit_batches:
+                    break
+            step = self.step
+            while True:
+                yield fixed[step % len(fixed)]
+                step += 1
+        loader = make_loader(
+            train_set,
+            batch_size=bs,
+            workers=cfg.data.workers,
+            seed=cfg.seed,
+            start_sample=self.step * bs,
+            pin_memory=self.device.type == "cuda",
+        )
+        yield from loader
+
+    # ---------------------------------------------------------------- one step
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One D and one G update. Returns the step's numbers as a device tensor (no host sync):
+        `[G_adversarial, G_reconstruction, D_real, D_fake, D_score_real, D_score_fake, grad_norm_G, grad_norm_D]`.
+        """
+        clip = self.cfg.optim.grad_clip
+        line, color = batch["line"], batch["color"]
+        with self.autocast():
+            fake = self.G_fwd(generator_input(batch))  # (B, 3, H, W)
+
+        # D: real pairs up, fake pairs down; the generator is not part of this graph.
+        self.D.requires_grad_(True)
+        with self.autocast():
+            real_scores = self.D_fwd(line, color)
+            fake_scores = self.D_fwd(line, fake.detach())
+        d = self.losses.discriminator(real_scores, fake_scores)
+        self.opt_D.zero_grad(set_to_none=True)
+        self.scaler.scale(d.total).backward()
+        self.scaler.unscale_(self.opt_D)
+        gn_D = torch.nn.utils.clip_grad_norm_(self.D.parameters(), clip if clip > 0 else math.inf)
+        self.scaler.step(self.opt_D)
+
+        # G: fool the frozen D and reconstruct the target.
+        self.D.requires_grad_(False)
+        with self.autocast():
+            scores = self.D_fwd(line, fake)
+        g = self.losses.generator(scores, fake, color)
+        self.opt_G.zero_grad(set_to_none=True)
+        self.scaler.scale(g.total).backward()
+        self.scaler.unscale_(self.opt_G)
+        trainable = [p for p in self.G.parameters() if p.requires_grad]
+        gn_G = torch.nn.utils.clip_grad_norm_(trainable, clip if clip > 0 else math.inf)
+        self.scaler.step(self.opt_G)
+        self.scaler.update()
+        self.sched_G.step()
+        self.sched_D.step()
+        ema_update(self.G_ema, self.G, self.cfg.train.ema_decay)
+        return torch.stack(
+            [
+                g.adversarial.detach(),
+                g.reconstruction.detach(),
+                d.real.detach(),
+                d.fake.detach(),
+                real_scores.detach().float().mean(),
+                fake_scores.detach().float().mean(),
+                gn_G.detach().float(),
+                gn_D.detach().float(),
+            ]
+        )
+
+    @torch.no_grad()
+    def validate(self, val_batch: dict[str, torch.Tensor]) -> tuple[float, torch.Tensor]:
+        """G_ema's reconstruction MSE on the fixed validation batch, and its output."""
+        batch = self.to_device(val_batch)
+        with self.autocast():
+            fake = self.G_ema(generator_input(batch))
+        return float(reconstruction_loss(fake, batch["color"])), fake.float()
+
+    # ---------------------------------------------------------------- run
+
+    def fit(self) -> TrainResult:
+        cfg, t = self.cfg, self.cfg.train
+        resume_from = self._find_resume()
+        self.last_metrics: dict[str, float] = {}
+        train_set, val_batch = self._datasets()
+        if resume_from is not None:
+            try:
+                state = load_checkpoint(resume_from)
+            except CheckpointError as e:
+                raise TrainingError(str(e)) from None
+            self.load_state_dict(state)
+            log.info("resuming %s from %s (step %d)", self.run_dir, resume_from, self.step)
+        if self.step >= t.steps:
+            log.info(
+                "%s already reached train.steps=%d; raise train.steps to train longer", self.run_dir, t.steps
+            )
+            return TrainResult(self.run_dir, self.step, last_checkpoint=latest_checkpoint(self.ckpt_dir))
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+        tracker = Tracker(
+            self.run_dir,
+            mode=cfg.tracking.wandb_mode,
+            project=cfg.tracking.project,
+            name=cfg.name,
+            config=to_dict(cfg),
+            run_id=self.wandb_id,
+            resume_step=self.step if resume_from is not None else None,
+        )
+        self.wandb_id = tracker.run_id
+        baseline = mean_color_mse(val_batch["color"])
+        if resume_from is None:
+            tracker.summary({"baseline/mean_color_mse": baseline})
+        log.info(
+            "run %s: %d train images, device %s, amp %s, G %.2fM params, D %.2fM params",
+            self.run_dir, self.n_items, self.device, self.amp_dtype or "off",
+            sum(p.numel() for p in self.G.parameters()) / 1e6, sum(p.numel() for p in self.D.parameters()) / 1e6,
+        )  # fmt: skip
+
+        self.G.train()
+        self.D.train()
+        interrupted = False
+        pending: list[tuple[int, torch.Tensor]] = []  # per-step numbers, read back once per log interval
+        last_ckpt: Path | None = None
+        t_last, step_last = time.perf_counter(), self.step
+        first_log = resume_from is None
+        exit_code = 1
+        try:
+            with self.stop as stop:
+                batches = self._batches(train_set)
+                while self.step < t.steps:
+                    batch = self.to_device(next(batches))
+                    lr = self.opt_G.param_groups[0]["lr"]
+                    numbers = self.train_step(batch)
+                    self.step += 1
+                    pending.append((self.step, numbers))
+                    at_end = self.step >= t.steps or stop.signal is not None
+                    if self.step % t.log_every == 0 or at_end:
+                        rows = torch.stack([n for _, n in pending]).cpu()
+                        self._check_finite(rows, [s for s, _ in pending])
+                        now = time.perf_counter()
+                        mean = rows.mean(0).tolist()
+                        values = dict(zip(LOSS_NAMES, mean[:4], strict=True))
+                        values.update(
+                            {
+                                "D/score_real": mean[4],
+                                "D/score_fake": mean[5],
+                                "grad_norm/G": mean[6],
+                                "grad_norm/D": mean[7],
+                                "lr/G": lr,
+                                "throughput/images_per_s": (self.step - step_last)
+                                * cfg.data.batch_size
+                                / max(now - t_last, 1e-9),
+                                "epoch": self.step * cfg.data.batch_size / self.n_items,
+                            }
+                        )
+                        if first_log:
+                            values["baseline/mean_color_mse"] = baseline
+                            log.info(
+                                "step %d: reconstruction MSE %.4f; predicting the mean color scores %.4f "
+                                "(the model must get below that)",
+                                self.step, values["loss/G_reconstruction"], baseline,
+                            )  # fmt: skip
+                            first_log = False
+                        tracker.log(values, step=self.step)
+                        self.last_metrics = {k: float(v) for k, v in values.items()}
+                        log.info(
+                            "step %d/%d  G_adv %.4f  G_rec %.4f  D_real %.4f  D_fake %.4f  %.1f img/s",
+                            self.step, t.steps, *mean[:4], values["throughput/images_per_s"],
+                        )  # fmt: skip
+                        pending.clear()
+                        t_last, step_last = now, self.step
+                    if self.step % t.sample_every == 0 or at_end:
+                        val_mse, fake = self.validate(val_batch)
+                        tracker.log({"val/reconstruction_mse": val_mse}, step=self.step)
+                        tracker.log_image("samples", sample_grid(val_batch, fake), self.step,
+                                          caption="line | hints | output | target")  # fmt: skip
+                        self.last_metrics["val/reconstruction_mse"] = val_mse
+                    if self.step % t.checkpoint_every == 0 or at_end:
+                        last_ckpt = self._checkpoint(val_batch)
+                    if stop.signal is not None:
+                        interrupted = True
+                        log.warning(
+                            "stopped by %s at step %d; run the same command to resume", stop.signal, self.step
+                        )
+                        break
+            exit_code = 0
+        finally:
+            tracker.finish(exit_code=exit_code)
+        return TrainResult(self.run_dir, self.step, interrupted, last_ckpt, dict(self.last_metrics))
+
+    def _checkpoint(self, val_batch: dict[str, torch.Tensor]) -> Path:
+        val_mse, _ = self.validate(val_batch)
+        is_best = val_mse < self.best_metric
+        if is_best:
+            self.best_metric = val_mse
+        self.last_metrics["val/reconstruction_mse"] = val_mse
+        path = save_checkpoint(
+            self.state_dict(),
+            self.ckpt_dir,
+            step=self.step,
+            keep_last=self.cfg.train.keep_last,
+            is_best=is_best,
+        )
+        log.info("checkpoint %s%s", path, " (best so far)" if is_best else "")
+        return path
+
+    def _check_finite(self, rows: torch.Tensor, steps: list[int]) -> None:
+        bad = ~torch.isfinite(rows[:, :4])
+        if bad.any():
+            i, j = (int(v) for v in bad.nonzero()[0])
+            raise TrainingError(
+                f"{LOSS_NAMES[j]} is {rows[i, j].item()} at step {steps[i]}: training diverged. "
+                "Nothing was saved from this point; the last checkpoint is intact. Try a lower learning rate "
+                "(optim.lr_G / optim.lr_D), optim.grad_clip, or train.amp=off"
+            )
+
+
+def train(cfg: Config) -> TrainResult:
+    """Train (or resume) the run `cfg.run_dir/cfg.name` to `cfg.train.steps` optimizer steps."""
+    return Trainer(cfg).fit()
