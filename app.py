@@ -68,11 +68,10 @@ EMPTY_EDITOR_MESSAGE = (
 HOW_TO_GET_A_MODEL = """\
 How to get a model (the folder must hold `model.safetensors` and `model.json`):
 
-1. Training data: `crawler crawl "1girl solo" --out data/raw`, then
-   `crawler filter data/raw --out data/curated` (writes `data/curated/manifest.jsonl`).
-2. Train:
-   - on a CPU, about an hour: `colorizer train --config configs/cpu-demo.yaml`
-   - on a GPU, overnight: `colorizer train --config configs/default.yaml`
+1. Training data: a folder of color illustrations (searched recursively), or a `manifest.jsonl`.
+2. Train (`data.source=` is that folder or manifest):
+   - on a CPU, about an hour: `colorizer train --config configs/cpu-demo.yaml data.source=DIR`
+   - on a GPU, overnight: `colorizer train --config configs/default.yaml data.source=DIR`
 3. Export the checkpoint: `colorizer export runs/<name>/checkpoints/last.pt --out weights/`
 4. Restart the app: `make app` finds `weights/` by itself; any other folder:
    `python app.py --model DIR` (or `make app MODEL=DIR`).

@@ -52,6 +52,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_colorize(args: argparse.Namespace) -> int:
+    from colorizer.batch import colorize_paths
+
+    return colorize_paths(
+        args.inputs,
+        model_dirs=args.model,
+        out_dir=args.out,
+        hints=args.hints,
+        resolution=args.resolution,
+        lineart=args.lineart,
+        overwrite=args.overwrite,
+        keep_lines=not args.no_line_overlay,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="colorizer",
@@ -92,6 +107,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write model.safetensors and model.json into")
     p.add_argument("--raw", action="store_true", help="export the raw generator instead of its EMA")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "colorize",
+        help="color sketch files and folders with an exported model",
+        description="Color every image given (folders are searched recursively) and write PNGs of the same "
+        "size to --out, mirroring the folders. Existing outputs are skipped unless --overwrite. A file that "
+        "cannot be read is reported and the rest go on; the exit code is 1 if any failed.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("--model", required=True, action="append", metavar="DIR",
+                   help="exported model folder; repeat for an ensemble (outputs averaged)")  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--hints", help="an RGBA PNG of color hints for every input, or a folder of hint PNGs "
+                   "named like the inputs (transparent where there is no hint)")  # fmt: skip
+    p.add_argument("--resolution", type=int, default=None, help="longer side the network works at (px)")
+    p.add_argument("--lineart", choices=["auto", "as-is", "extract"], default="auto",
+                   help="turn color inputs into line art first: auto (detect), extract (always), as-is (never)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.add_argument(
+        "--no-line-overlay", action="store_true", help="do not lay the original lines over the colors"
+    )
+    p.set_defaults(func=cmd_colorize)
     return parser
 
 

@@ -1,0 +1,92 @@
+"""Command lines as a user runs them: `colorizer inspect`, `train`, `export`, errors; package boundaries."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from colorizer.cli import main
+from colorizer.config import load_config
+from colorizer.inspect_data import inspect_data
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_inspect_grid_shows_what_the_model_receives(drawings_dir, tmp_path):
+    cfg = load_config(None, [f"data.source={drawings_dir}", "data.height_px=96", "data.width_px=160", "data.workers=0"])
+    report = inspect_data(cfg, tmp_path / "grid.png", samples=4, hist_samples=200)
+    grid = np.asarray(Image.open(report.grid_path).convert("RGB"))
+    # 4 rows of 4 tiles (target | line art | hint map | mask) at the model's size, plus labels and padding
+    assert grid.shape[1] == 4 * 160 + 5 * 2 and grid.shape[0] == 14 + 4 * 96 + 5 * 2
+    line_tile = grid[16 : 16 + 96, 2 + 160 + 2 : 2 + 2 * 160 + 2]
+    assert np.allclose(line_tile[..., 0], line_tile[..., 1])  # line art is grey, shown as it is fed
+    assert Image.open(report.hist_path).size[0] > 100
+    assert report.samples >= 200
+    assert 0.35 < report.no_hint_share < 0.65  # the configured share (0.5), seen in what the model gets
+    assert report.stats["line [-1,1]"]["min"] >= -1 and report.stats["line [-1,1]"]["max"] <= 1
+    assert report.stats["mask [0,1]"]["min"] == 0
+
+
+def test_inspect_cli_and_broken_files_are_reported(drawings_dir, tmp_path, capsys):
+    (drawings_dir / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "look" / "grid.png"
+    code = main(["inspect", f"data.source={drawings_dir}", "data.height_px=64", "data.width_px=96",
+                 "data.workers=0", "--out", str(out), "--samples", "3"])  # fmt: skip
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "with no hints" in text and "unreadable files skipped: " in text
+    skipped = int(text.split("unreadable files skipped: ")[1].split()[0])
+    assert skipped >= 1
+    assert out.is_file() and (out.parent / "grid.hist.png").is_file()
+
+
+def test_config_error_names_the_key_and_exits_2(capsys):
+    assert main(["inspect", "data.hieght_px=3"]) == 2
+    err = capsys.readouterr().err
+    assert "data.hieght_px" in err and "Traceback" not in err
+
+
+def test_missing_data_is_a_readable_error(tmp_path, capsys):
+    assert main(["train", f"data.source={tmp_path / 'nothing'}", f"run_dir={tmp_path}"]) == 1
+    err = capsys.readouterr().err
+    assert "neither a manifest.jsonl nor a folder" in err
+
+
+@pytest.mark.slow
+def test_train_then_export_from_the_command_line(drawings_dir, tmp_path):
+    r = run("colorizer", "train", "--config", "configs/cpu-tiny.yaml", f"data.source={drawings_dir}",
+            f"run_dir={tmp_path / 'runs'}", "tracking.wandb_mode=disabled", "train.steps=2")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "predicting the mean color" in r.stderr  # the first loss beside the trivial guess
+    ckpt = tmp_path / "runs" / "cpu-tiny" / "checkpoints" / "last.pt"
+    r = run("colorizer", "export", str(ckpt), "--out", str(tmp_path / "model"))
+    assert r.returncode == 0, r.stderr
+    info = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert info["training"]["step"] == 2 and (tmp_path / "model" / "model.safetensors").stat().st_size > 0
+    r = run("colorizer", "export", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m2"))
+    assert r.returncode == 1 and "checkpoint not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_crawler_says_plainly_it_is_not_built_yet():
+    r = run("crawler", "crawl", "1girl")
+    assert r.returncode == 2 and "not built yet" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "module, forbidden",
+    [("crawler.cli", ["torch", "colorizer", "gradio"]), ("colorizer.train", ["crawler", "gradio"]),
+     ("colorizer.data", ["crawler", "gradio"])],  # fmt: skip
+)
+def test_package_boundaries(module, forbidden):
+    code = f"import sys, {module}; print(sorted(m for m in {forbidden!r} if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", f"{module} imports {r.stdout.strip()}"
