@@ -21,7 +21,9 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 
 def test_inspect_grid_shows_what_the_model_receives(drawings_dir, tmp_path):
-    cfg = load_config(None, [f"data.source={drawings_dir}", "data.height_px=96", "data.width_px=160", "data.workers=0"])
+    cfg = load_config(
+        None, [f"data.source={drawings_dir}", "data.height_px=96", "data.width_px=160", "data.workers=0"]
+    )
     report = inspect_data(cfg, tmp_path / "grid.png", samples=4, hist_samples=200)
     grid = np.asarray(Image.open(report.grid_path).convert("RGB"))
     # 4 rows of 4 tiles (target | line art | hint map | mask) at the model's size, plus labels and padding
@@ -82,11 +84,81 @@ def test_crawler_says_plainly_it_is_not_built_yet():
 
 @pytest.mark.parametrize(
     "module, forbidden",
-    [("crawler.cli", ["torch", "colorizer", "gradio"]), ("colorizer.train", ["crawler", "gradio"]),
-     ("colorizer.data", ["crawler", "gradio"])],  # fmt: skip
+    [
+        ("crawler.cli", ["torch", "colorizer", "gradio"]),
+        ("colorizer.train", ["crawler", "gradio"]),
+        ("colorizer.data", ["crawler", "gradio"]),
+    ],  # fmt: skip
 )
 def test_package_boundaries(module, forbidden):
     code = f"import sys, {module}; print(sorted(m for m in {forbidden!r} if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]", f"{module} imports {r.stdout.strip()}"
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    import torch
+
+    from colorizer.config import GeneratorConfig
+    from colorizer.export import save_model
+    from colorizer.models.generator import build_generator
+
+    arch = GeneratorConfig(base_width=8, depth=3, max_width=32)
+    torch.manual_seed(0)
+    G = build_generator(arch)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(torch.randn_like(p) * 0.2)  # a model whose output depends on its input
+    return save_model(G.state_dict(), arch, tmp_path / "model")
+
+
+def test_colorize_folders_skips_existing_and_reports_bad_files(drawings_dir, tiny_model, tmp_path, capsys):
+    (drawings_dir / "a" / "broken.png").write_text("<html>not an image</html>")
+    out = tmp_path / "out"
+    code = main(
+        ["colorize", str(drawings_dir), "--model", str(tiny_model), "--out", str(out), "--resolution", "64"]
+    )
+    assert code == 1  # one file failed ...
+    err = capsys.readouterr()
+    assert "broken.png" in err.err and "colored 6" in err.out and "failed 1" in err.out
+    made = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert made == ["a/1.png", "a/3.png", "a/5.png", "b/0.png", "b/2.png", "b/4.png"]  # ... the rest went on
+    for rel in made:  # same size as the input
+        assert Image.open(out / rel).size == Image.open(drawings_dir / rel).size
+    stamp = (out / "a/1.png").stat().st_mtime_ns
+    (drawings_dir / "a" / "broken.png").unlink()
+    assert main(["colorize", str(drawings_dir), "--model", str(tiny_model), "--out", str(out)]) == 0
+    assert "skipped 6" in capsys.readouterr().out and (out / "a/1.png").stat().st_mtime_ns == stamp
+    assert main(["colorize", str(drawings_dir / "a" / "1.png"), "--model", str(tiny_model), "--out", str(out),
+                 "--overwrite"]) == 0  # fmt: skip
+    assert (out / "1.png").is_file()
+
+
+def test_colorize_with_hints_file_changes_the_result(drawings_dir, tiny_model, tmp_path):
+    src = drawings_dir / "b" / "0.png"
+    w, h = Image.open(src).size
+    hints = np.zeros((h, w, 4), np.uint8)
+    hints[h // 3 : h // 3 + 20, w // 3 : w // 3 + 30] = (255, 0, 0, 255)
+    Image.fromarray(hints, "RGBA").save(tmp_path / "hints.png")
+    Image.fromarray(hints[..., :3]).save(tmp_path / "opaque.png")
+    assert main(["colorize", str(src), "--model", str(tiny_model), "--out", str(tmp_path / "plain")]) == 0
+    assert main(["colorize", str(src), "--model", str(tiny_model), "--out", str(tmp_path / "hinted"),
+                 "--hints", str(tmp_path / "hints.png")]) == 0  # fmt: skip
+    plain = np.asarray(Image.open(tmp_path / "plain" / "0.png"), np.int16)
+    hinted = np.asarray(Image.open(tmp_path / "hinted" / "0.png"), np.int16)
+    assert np.abs(plain - hinted).max() > 10
+    # hints without transparency cannot say where there is no hint: refused per file, clearly
+    assert main(["colorize", str(src), "--model", str(tiny_model), "--out", str(tmp_path / "x"),
+                 "--hints", str(tmp_path / "opaque.png")]) == 1  # fmt: skip
+
+
+def test_colorize_bad_model_and_settings_are_clear_errors(drawings_dir, tmp_path, tiny_model, capsys):
+    assert (
+        main(["colorize", str(drawings_dir), "--model", str(tmp_path / "none"), "--out", str(tmp_path)]) == 1
+    )
+    assert "not found" in capsys.readouterr().err
+    assert main(["colorize", str(drawings_dir), "--model", str(tiny_model), "--out", str(tmp_path),
+                 "--resolution", "5"]) == 1  # fmt: skip
+    assert "resolution must be between" in capsys.readouterr().err
