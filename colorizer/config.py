@@ -143,6 +143,13 @@ class TrainConfig:
     keep_last: int = 3
     log_every: int = 50
     sample_every: int = 2000
+    # Model selection: every val_every steps G_ema is scored on val_images fixed validation images; a better
+    # val_metric writes a checkpoint that becomes best.pt. early_stop_patience > 0 stops the run after that
+    # many validations without improvement.
+    val_every: int = 2000
+    val_images: int = 32
+    val_metric: Literal["psnr", "ssim", "reconstruction_mse", "delta_e_hints"] = "psnr"
+    early_stop_patience: int = 0
     # "auto": continue from the newest checkpoint in runs/<name>/checkpoints if there is one;
     # "no" (or false): start fresh (an error if the run folder already holds checkpoints);
     # or the path of a checkpoint to continue from.
@@ -155,6 +162,9 @@ class TrainConfig:
 class TrackingConfig:
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "lineart-colorizer"
+    # Per-layer histograms, dead units, gradient norms and update/weight ratios every N steps (0: off).
+    diagnostics_every: int = 500
+    histogram_bins: int = 32
 
 
 @dataclass(frozen=True)

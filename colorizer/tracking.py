@@ -111,6 +111,26 @@ class Tracker:
         if self.run is not None:
             self.run.log(values, step=step)
 
+    def log_histograms(self, hists: dict[str, Any], step: int) -> None:
+        """`{name: Histogram}` (see colorizer.diagnostics) to wandb (as histograms) and metrics.jsonl (as
+        `{"counts": [...], "low": x, "high": y}`)."""
+        if not self.enabled or not hists:
+            return
+        row = {"step": step, "time": round(time.time(), 3), **{k: h.to_json() for k, h in hists.items()}}
+        with self.metrics_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.run is not None:
+            import numpy as np
+            import wandb
+
+            self.run.log(
+                {
+                    k: wandb.Histogram(np_histogram=(np.asarray(h.counts), np.asarray(h.edges())))
+                    for k, h in hists.items()
+                },
+                step=step,
+            )
+
     def log_image(self, key: str, image: Image.Image, step: int, caption: str = "") -> Path | None:
         """Save `samples/<key>_<step>.png` and log it to wandb."""
         if not self.enabled:
@@ -133,7 +153,12 @@ class Tracker:
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:
+            import wandb
+
             self.run.finish(exit_code=exit_code)
+            # Flush the service so the run file is complete when train() returns (a reader in the same
+            # process could otherwise find the last records missing).
+            wandb.teardown()
             self.run = None
 
 

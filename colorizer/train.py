@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from colorizer import metrics as M
 from colorizer.checkpoint import (
     CheckpointError,
     git_info,
@@ -41,6 +42,7 @@ from colorizer.checkpoint import (
 )
 from colorizer.config import Config, save_config, to_dict
 from colorizer.data import ColorizationDataset, make_loader, resolve_items
+from colorizer.diagnostics import StepProbe
 from colorizer.losses import build_losses, reconstruction_loss
 from colorizer.models.discriminator import build_discriminator
 from colorizer.models.generator import build_generator
@@ -61,6 +63,7 @@ class TrainResult:
     step: int
     interrupted: bool = False
     last_checkpoint: Path | None = None
+    early_stopped: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -229,9 +232,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.losses = build_losses(cfg.loss)
         self.step = 0
-        self.best_metric = math.inf
+        self.best_metric = math.inf  # in "lower is better" units (see _score)
+        self.best_step = 0
+        self.validations_without_improvement = 0
         self.wandb_id: str | None = None
         self.stop = StopFlag()
+        self.early_stopped = False
 
     # ---------------------------------------------------------------- setup helpers
 
@@ -277,6 +283,8 @@ class Trainer:
             "samples_seen": self.step * self.cfg.data.batch_size,
             "epoch": self.step * self.cfg.data.batch_size // max(1, self.n_items),
             "best_metric": self.best_metric,
+            "best_step": self.best_step,
+            "validations_without_improvement": self.validations_without_improvement,
             "config": to_dict(self.cfg),
             "rng": rng_state(),
             "git": git_info(),
@@ -295,6 +303,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.best_metric = float(state.get("best_metric", math.inf))
+        self.best_step = int(state.get("best_step", 0))
+        self.validations_without_improvement = int(state.get("validations_without_improvement", 0))
         self.wandb_id = state.get("wandb_id") or None
         set_rng_state(state["rng"])
 
@@ -319,21 +329,30 @@ class Trainer:
 
     # ---------------------------------------------------------------- data
 
-    def _datasets(self) -> tuple[ColorizationDataset, dict[str, torch.Tensor]]:
+    def _datasets(self) -> tuple[ColorizationDataset, list[dict[str, torch.Tensor]]]:
         cfg = self.cfg
         train_set = ColorizationDataset(cfg, split=cfg.data.split)
         self.n_items = len(train_set)
-        # The fixed validation batch: the val split when the manifest has one, else the first training
-        # items with a fixed augmentation; the same batch for every sample grid and resume.
+        # Fixed validation batches: the val split when the manifest has one, else the first training items,
+        # with a fixed augmentation and fixed hints (epoch 0): the same images for every validation, every
+        # sample grid and every resume, so scores compare across steps and runs.
         try:
             val_items = resolve_items(cfg.data.source, cfg.data.val_split)
         except ValueError:
             val_items = train_set.items
+            log.info("no %r split in %s: validating on training images", cfg.data.val_split, cfg.data.source)
         val_set = ColorizationDataset(cfg, items=val_items)
-        n = min(len(val_set), max(2, min(cfg.data.batch_size, 8)))
+        n = min(len(val_set), max(2, cfg.train.val_images))
         samples = [val_set[(0, i)] for i in range(n)]
-        val_batch = {k: torch.stack([s[k] for s in samples]) for k in ("line", "hints", "mask", "color")}
-        return train_set, val_batch
+        size = max(2, min(cfg.data.batch_size, 8))
+        val_batches = [
+            {
+                k: torch.stack([s[k] for s in samples[i : i + size]])
+                for k in ("line", "hints", "mask", "color")
+            }
+            for i in range(0, n, size)
+        ]
+        return train_set, val_batches
 
     def _batches(self, train_set: ColorizationDataset):
         cfg = self.cfg
@@ -363,11 +382,14 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def train_step(self, batch: dict[str, torch.Tensor], probe: StepProbe | None = None) -> torch.Tensor:
         """One D and one G update. Returns the step's numbers as a device tensor (no host sync):
         `[G_adversarial, G_reconstruction, D_real, D_fake, D_score_real, D_score_fake, grad_norm_G, grad_norm_D]`.
+        With a `probe`, also records per-layer diagnostics of this step (see colorizer.diagnostics).
         """
         clip = self.cfg.optim.grad_clip
+        if probe is not None and not self.cfg.train.compile:  # hooks would break compiled graphs
+            probe.attach()
         line, color = batch["line"], batch["color"]
         with self.autocast():
             fake = self.G_fwd(generator_input(batch))  # (B, 3, H, W)
@@ -381,8 +403,12 @@ class Trainer:
         self.opt_D.zero_grad(set_to_none=True)
         self.scaler.scale(d.total).backward()
         self.scaler.unscale_(self.opt_D)
+        if probe is not None:
+            probe.record_grads("D")
         gn_D = torch.nn.utils.clip_grad_norm_(self.D.parameters(), clip if clip > 0 else math.inf)
         self.scaler.step(self.opt_D)
+        if probe is not None:
+            probe.record_update("D")
 
         # G: fool the frozen D and reconstruct the target.
         self.D.requires_grad_(False)
@@ -392,9 +418,15 @@ class Trainer:
         self.opt_G.zero_grad(set_to_none=True)
         self.scaler.scale(g.total).backward()
         self.scaler.unscale_(self.opt_G)
+        if probe is not None:
+            probe.record_grads("G")
         trainable = [p for p in self.G.parameters() if p.requires_grad]
         gn_G = torch.nn.utils.clip_grad_norm_(trainable, clip if clip > 0 else math.inf)
         self.scaler.step(self.opt_G)
+        if probe is not None:
+            probe.record_update("G")
+            probe.record_scores(real_scores, fake_scores)
+            probe.detach()
         self.scaler.update()
         self.sched_G.step()
         self.sched_D.step()
@@ -413,12 +445,38 @@ class Trainer:
         )
 
     @torch.no_grad()
-    def validate(self, val_batch: dict[str, torch.Tensor]) -> tuple[float, torch.Tensor]:
-        """G_ema's reconstruction MSE on the fixed validation batch, and its output."""
-        batch = self.to_device(val_batch)
+    def generate(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """G_ema's output for a batch, float32 `(B, 3, H, W)` in [-1, 1]."""
+        batch = self.to_device(batch)
         with self.autocast():
-            fake = self.G_ema(generator_input(batch))
-        return float(reconstruction_loss(fake, batch["color"])), fake.float()
+            return self.G_ema(generator_input(batch)).float()
+
+    @torch.no_grad()
+    def validate(self, val_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """G_ema on the fixed validation images: reconstruction MSE, PSNR, SSIM, Delta E 2000 at the hints."""
+        mse, psnr, ssim, de = [], [], [], []
+        for batch in val_batches:
+            fake = self.generate(batch).cpu()
+            color = batch["color"].float()
+            mse.append(float(reconstruction_loss(fake, color)) * len(fake))
+            out01, target01 = (fake + 1) / 2, (color + 1) / 2
+            psnr += M.psnr(out01, target01).tolist()
+            ssim += M.ssim(out01, target01).tolist()
+            de += M.delta_e_at_hints(out01, target01, batch["mask"]).tolist()
+        n = sum(len(b["color"]) for b in val_batches)
+        return {
+            "val/reconstruction_mse": sum(mse) / n,
+            "val/psnr": M.summarize(psnr),
+            "val/ssim": M.summarize(ssim),
+            "val/delta_e_hints": M.summarize(de),
+        }
+
+    def _score(self, metrics: dict[str, float]) -> float:
+        """The configured validation metric as "lower is better"."""
+        value = metrics[f"val/{self.cfg.train.val_metric}"]
+        if not math.isfinite(value):
+            return math.inf
+        return -value if self.cfg.train.val_metric in ("psnr", "ssim") else value
 
     # ---------------------------------------------------------------- run
 
@@ -426,7 +484,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         resume_from = self._find_resume()
         self.last_metrics: dict[str, float] = {}
-        train_set, val_batch = self._datasets()
+        train_set, val_batches = self._datasets()
         if resume_from is not None:
             try:
                 state = load_checkpoint(resume_from)
@@ -452,7 +510,7 @@ class Trainer:
             resume_step=self.step if resume_from is not None else None,
         )
         self.wandb_id = tracker.run_id
-        baseline = mean_color_mse(val_batch["color"])
+        baseline = mean_color_mse(torch.cat([b["color"] for b in val_batches]))
         if resume_from is None:
             tracker.summary({"baseline/mean_color_mse": baseline})
         log.info(
@@ -475,10 +533,20 @@ class Trainer:
                 while self.step < t.steps:
                     batch = self.to_device(next(batches))
                     lr = self.opt_G.param_groups[0]["lr"]
-                    numbers = self.train_step(batch)
+                    every = cfg.tracking.diagnostics_every
+                    probe = None
+                    if every > 0 and (self.step + 1) % every == 0:
+                        probe = StepProbe({"G": self.G, "D": self.D}, bins=cfg.tracking.histogram_bins)
+                    numbers = self.train_step(batch, probe)
                     self.step += 1
                     pending.append((self.step, numbers))
                     at_end = self.step >= t.steps or stop.signal is not None
+                    if probe is not None:
+                        self._check_finite(numbers[None].cpu(), [self.step])
+                        tracker.log(probe.scalars(), step=self.step)
+                        tracker.log_histograms(probe.histograms(), step=self.step)
+                        for note in probe.warnings():
+                            log.warning("step %d: %s", self.step, note)
                     if self.step % t.log_every == 0 or at_end:
                         rows = torch.stack([n for _, n in pending]).cpu()
                         self._check_finite(rows, [s for s, _ in pending])
@@ -507,7 +575,7 @@ class Trainer:
                             )  # fmt: skip
                             first_log = False
                         tracker.log(values, step=self.step)
-                        self.last_metrics = {k: float(v) for k, v in values.items()}
+                        self.last_metrics.update({k: float(v) for k, v in values.items()})
                         log.info(
                             "step %d/%d  G_adv %.4f  G_rec %.4f  D_real %.4f  D_fake %.4f  %.1f img/s",
                             self.step, t.steps, *mean[:4], values["throughput/images_per_s"],
@@ -515,13 +583,26 @@ class Trainer:
                         pending.clear()
                         t_last, step_last = now, self.step
                     if self.step % t.sample_every == 0 or at_end:
-                        val_mse, fake = self.validate(val_batch)
-                        tracker.log({"val/reconstruction_mse": val_mse}, step=self.step)
-                        tracker.log_image("samples", sample_grid(val_batch, fake), self.step,
-                                          caption="line | hints | output | target")  # fmt: skip
-                        self.last_metrics["val/reconstruction_mse"] = val_mse
-                    if self.step % t.checkpoint_every == 0 or at_end:
-                        last_ckpt = self._checkpoint(val_batch)
+                        grid = sample_grid(val_batches[0], self.generate(val_batches[0]))
+                        tracker.log_image(
+                            "samples", grid, self.step, caption="line | hints | output | target"
+                        )
+                    improved = False
+                    if self.step % t.val_every == 0 or at_end:
+                        improved = self._validate_and_select(val_batches, tracker)
+                    if self.step % t.checkpoint_every == 0 or at_end or improved:
+                        last_ckpt = self._checkpoint(is_best=improved)
+                    patience = t.early_stop_patience
+                    if patience > 0 and self.validations_without_improvement >= patience:
+                        if not (self.step % t.checkpoint_every == 0 or at_end or improved):
+                            last_ckpt = self._checkpoint(is_best=False)
+                        log.warning(
+                            "early stop at step %d: val/%s has not improved for %d validations "
+                            "(best %.4f at step %d, in best.pt)",
+                            self.step, t.val_metric, patience, abs(self.best_metric), self.best_step,
+                        )  # fmt: skip
+                        self.early_stopped = True
+                        break
                     if stop.signal is not None:
                         interrupted = True
                         log.warning(
@@ -531,14 +612,25 @@ class Trainer:
             exit_code = 0
         finally:
             tracker.finish(exit_code=exit_code)
-        return TrainResult(self.run_dir, self.step, interrupted, last_ckpt, dict(self.last_metrics))
+        return TrainResult(
+            self.run_dir, self.step, interrupted, last_ckpt, self.early_stopped, dict(self.last_metrics)
+        )
 
-    def _checkpoint(self, val_batch: dict[str, torch.Tensor]) -> Path:
-        val_mse, _ = self.validate(val_batch)
-        is_best = val_mse < self.best_metric
-        if is_best:
-            self.best_metric = val_mse
-        self.last_metrics["val/reconstruction_mse"] = val_mse
+    def _validate_and_select(self, val_batches: list[dict[str, torch.Tensor]], tracker: Tracker) -> bool:
+        """Score G_ema on the validation images, log it, and say whether it is the best so far."""
+        metrics = self.validate(val_batches)
+        tracker.log(metrics, step=self.step)
+        self.last_metrics.update(metrics)
+        score = self._score(metrics)
+        if score < self.best_metric:
+            self.best_metric, self.best_step = score, self.step
+            self.validations_without_improvement = 0
+            tracker.summary({f"best/{k}": v for k, v in metrics.items()} | {"best/step": self.step})
+            return True
+        self.validations_without_improvement += 1
+        return False
+
+    def _checkpoint(self, *, is_best: bool) -> Path:
         path = save_checkpoint(
             self.state_dict(),
             self.ckpt_dir,

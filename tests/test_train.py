@@ -41,8 +41,8 @@ def stop_at(trainer: Trainer, step: int) -> None:
     """Deliver a SIGTERM to the loop after optimizer step `step`, as the signal handler would."""
     original = trainer.train_step
 
-    def wrapped(batch):
-        out = original(batch)
+    def wrapped(batch, probe=None):
+        out = original(batch, probe)
         if trainer.step + 1 == step:
             trainer.stop._handle(signal.SIGTERM, None)
         return out
@@ -218,7 +218,7 @@ def test_wandb_offline_and_metrics_record_the_same_run(images, tmp_path, monkeyp
         by_step.setdefault(h["_step"], {}).update(h)
     for r in losses:
         assert by_step[r["step"]]["loss/G_reconstruction"] == pytest.approx(r["loss/G_reconstruction"])
-    assert by_step[2]["samples/_type"] == "image-file"  # the sample grid went to wandb too
+    assert by_step[2].get("samples/_type") == "image-file", by_step[2]  # the sample grid went to wandb too
 
 
 def test_online_without_key_is_a_clear_error_not_a_prompt(images, tmp_path, monkeypatch):

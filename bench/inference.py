@@ -1,0 +1,173 @@
+"""Benchmark: colorization latency on this machine, through `Colorizer.colorize` and through the app.
+
+    .venv/bin/python bench/inference.py                 # demo + default architectures, 512 and 1024 px, app round trip
+    .venv/bin/python bench/inference.py --runs 5 --no-app
+
+Models are built with random weights at the shipped configs' architectures (the latency of a trained
+model is the same): cpu-demo (base width 32, depth 6) and default (base width 64, depth 7). Each
+setting: 2 warm-up calls, then the median of `--runs` timed calls of the whole `colorize` (line art
+extraction, scaling, hints, network, overlay of the original lines). The app round trip is timed with
+gradio_client against `python app.py --model DIR` on a free port (upload, queue, colorize, download).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from colorizer.config import load_config  # noqa: E402
+from colorizer.export import save_model  # noqa: E402
+from colorizer.inference import Colorizer  # noqa: E402
+from colorizer.models.generator import build_generator  # noqa: E402
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def sketch(size_px: int) -> Image.Image:
+    """A line drawing `size_px` square: circles and strokes, black on white."""
+    import cv2
+
+    rng = np.random.default_rng(size_px)
+    img = np.full((size_px, size_px, 3), 255, np.uint8)
+    for _ in range(30):
+        c = (int(rng.integers(0, size_px)), int(rng.integers(0, size_px)))
+        cv2.circle(img, c, int(rng.integers(size_px // 30, size_px // 6)), (0, 0, 0), max(1, size_px // 256))
+    return Image.fromarray(img)
+
+
+def hint_layer(size_px: int) -> Image.Image:
+    layer = np.zeros((size_px, size_px, 4), np.uint8)
+    s = size_px // 8
+    layer[s : 2 * s, s : 2 * s] = (220, 60, 60, 255)
+    layer[4 * s : 5 * s, 5 * s : 6 * s] = (60, 90, 220, 255)
+    return Image.fromarray(layer, "RGBA")
+
+
+def make_model(config: str, folder: Path) -> Path:
+    arch = load_config(ROOT / "configs" / f"{config}.yaml").model.G
+    torch.manual_seed(0)
+    return save_model(build_generator(arch).state_dict(), arch, folder / config)
+
+
+def time_colorize(model: Colorizer, size_px: int, runs: int, resolution: int) -> float:
+    img, hints = sketch(size_px), hint_layer(size_px)
+    for _ in range(2):
+        model.colorize(img, hints, resolution=resolution)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model.colorize(img, hints, resolution=resolution)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def time_app(model_dir: Path, size_px: int, runs: int) -> float:
+    from gradio_client import Client, handle_file
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--model", str(model_dir), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.time() + 120
+        client = None
+        while time.time() < deadline:
+            try:
+                client = Client(url, verbose=False)
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(1)
+        if client is None:
+            raise RuntimeError("the app did not start within 120 s")
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / "sketch.png"
+            sketch(size_px).save(p)
+            api = next(iter(client.view_api(print_info=False, return_format="dict")["named_endpoints"]))
+            value = {"background": handle_file(str(p)), "layers": [], "composite": handle_file(str(p))}
+            times = []
+            for i in range(runs + 1):
+                t0 = time.perf_counter()
+                client.predict(value, True, 512, api_name=api)
+                if i:
+                    times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--no-app", action="store_true", help="skip the app round trip")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    header = f"# {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    lines = [header, "", "| model | input | processing resolution | median latency |", "|---|---|---|---|"]
+    print(header)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in ("cpu-demo", "default"):
+            folder = make_model(config, Path(tmp))
+            model = Colorizer.load(folder, device="cpu")
+            for size in (512, 1024):
+                for resolution in sorted({512, size}):
+                    sec = time_colorize(model, size, args.runs, resolution)
+                    results[(config, size, resolution)] = sec
+                    row = f"| {config} | {size}x{size} | {resolution} | {sec * 1000:.0f} ms |"
+                    lines.append(row)
+                    print(row, flush=True)
+        if not args.no_app:
+            folder = make_model("cpu-demo", Path(tmp))
+            sec = time_app(folder, 512, max(3, args.runs // 2))
+            row = f"| cpu-demo via the app (gradio_client round trip) | 512x512 | 512 | {sec * 1000:.0f} ms |"
+            lines.append(row)
+            print(row)
+    out = ROOT / "bench" / "results" / "inference.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print(json.dumps({f"{k[0]}-{k[1]}-{k[2]}": round(v * 1000) for k, v in results.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
