@@ -67,6 +67,42 @@ def cmd_colorize(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from colorizer.evaluate import evaluate, format_report
+
+    counts = tuple(int(c) for c in args.hints.split(",")) if args.hints else (0, 4, 16, 64)
+    report = evaluate(
+        args.model,
+        data=args.data,
+        split=args.split,
+        lineart_dir=args.lineart,
+        out_dir=args.out,
+        size_px=args.size,
+        hint_counts=counts,
+        seed=args.seed,
+        limit=args.limit,
+        fid_weights=args.fid_weights,
+    )
+    print(format_report(report))
+    print(f"report: {args.out}/report.json, grid: {args.out}/grid.png")
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from colorizer.lr_find import lr_find
+
+    cfg = load_config(args.config, args.overrides)
+    r = lr_find(cfg, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps)
+    print(
+        f"swept {len(r.lrs)} steps from {r.lrs[0]:.1e} to {r.lrs[-1]:.1e}{' (stopped: loss diverged)' if r.diverged else ''}"
+    )
+    print(f"suggested learning rate: {r.suggestion:.2e}   (plot: {r.plot_path})")
+    ratio = cfg.optim.lr_D / cfg.optim.lr_G if cfg.optim.lr_G > 0 else 1.0  # the sweep kept this ratio
+    print(f"train with it: colorizer train --config {args.config or 'CONFIG'} optim.lr_G={r.suggestion:.1e} "
+          f"optim.lr_D={r.suggestion * ratio:.1e}")  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="colorizer",
@@ -129,6 +165,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-line-overlay", action="store_true", help="do not lay the original lines over the colors"
     )
     p.set_defaults(func=cmd_colorize)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="PSNR, SSIM, Delta E 2000 at hints, colorfulness (and FID) at 0/4/16/64 hints; report + grid",
+        description="Score one model (or an ensemble: repeat --model) on held-out images with fixed, repeatable "
+        "hints; or, with --lineart, color a folder of real line art into a grid (no targets, no scores).",
+    )
+    p.add_argument(
+        "--model", required=True, action="append", metavar="DIR", help="exported model (repeatable)"
+    )
+    p.add_argument("--data", help="manifest.jsonl or folder of color images (the targets)")
+    p.add_argument("--split", default="test", help="manifest split (default test)")
+    p.add_argument("--lineart", help="folder of real line art (grid only)")
+    p.add_argument("--out", default="eval", help="folder for report.json and grid.png (default eval/)")
+    p.add_argument("--size", type=int, default=256, help="longer side of the evaluated images (default 256)")
+    p.add_argument("--hints", default=None, help="hint counts, comma-separated (default 0,4,16,64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the hint positions (default 0)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many images")
+    p.add_argument("--fid-weights", default=None, help="torchvision Inception-v3 state dict (.pth) for FID")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "lr-find",
+        help="learning-rate range test: loss against an exponentially growing lr, a plot and a suggestion",
+        description="Sweep the learning rate exponentially over a few hundred real training steps of a fresh "
+        "model; save runs/<name>-lr-find/lr_find.png and print a suggested learning rate.",
+    )
+    _add_config_args(p)
+    p.add_argument("--min-lr", type=float, default=1e-7)
+    p.add_argument("--max-lr", type=float, default=1.0)
+    p.add_argument("--steps", type=int, default=200)
+    p.set_defaults(func=cmd_lr_find)
     return parser
 
 

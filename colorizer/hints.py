@@ -148,3 +148,25 @@ def hints_from_strokes(
     cfg = cfg or HintsConfig()
     sigma = cfg.user_soften_sigma_px if soften_sigma_px is None else soften_sigma_px
     return soften(np.ascontiguousarray(premult, np.float32), np.ascontiguousarray(mask, np.float32), sigma)
+
+
+def point_hints(
+    color: np.ndarray,
+    count: int,
+    rng: np.random.Generator,
+    *,
+    radius_px: int = 2,
+    soften_sigma_px: float = 0.75,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exactly `count` dots of the target's true local color (3x3 mean) at random positions, softened as
+    a user's hints are: the fixed, repeatable hints of `colorizer evaluate`. `(H, W, 3) uint8` in,
+    `(hint_rgb, mask)` out (the module's representation)."""
+    h, w = color.shape[:2]
+    hint_rgb, mask = empty_hints(h, w)
+    for _ in range(count):
+        y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+        win = color[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].reshape(-1, 3).astype(np.float32)
+        c = tuple(float(v) for v in win.mean(axis=0) / 255.0)
+        cv2.circle(hint_rgb, (x, y), radius_px, c, thickness=-1)
+        cv2.circle(mask, (x, y), radius_px, 1.0, thickness=-1)
+    return soften(hint_rgb, mask, soften_sigma_px)
