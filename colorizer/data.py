@@ -338,19 +338,38 @@ class EpochSampler(torch.utils.data.Sampler):
 
     `start` skips into the stream without touching any data (exact, instant resume).
     Endless when `epochs` is None.
+
+    Distributed (`world_size > 1`): the stream is the same global stream for every rank, cut into global
+    batches of `rank_batch * world_size` keys; rank r takes keys `[r * rank_batch, (r + 1) * rank_batch)` of
+    each global batch. So a DDP run sees exactly the batches of a single-process run with the same global
+    batch size, the per-epoch shuffle included, and `start` (in global samples) resumes both alike.
     """
 
-    def __init__(self, n: int, *, seed: int, shuffle: bool = True, start: int = 0, epochs: int | None = None):
+    def __init__(
+        self,
+        n: int,
+        *,
+        seed: int,
+        shuffle: bool = True,
+        start: int = 0,
+        epochs: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        rank_batch: int = 1,
+    ):
         if n <= 0:
             raise ValueError("EpochSampler needs at least one item")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
         self.n, self.seed, self.shuffle, self.start, self.epochs = n, seed, shuffle, start, epochs
+        self.rank, self.world_size, self.rank_batch = rank, world_size, rank_batch
 
     def order(self, epoch: int) -> np.ndarray:
         if not self.shuffle:
             return np.arange(self.n)
         return np.random.default_rng([self.seed & 0xFFFFFFFF, epoch, 0x0DE5]).permutation(self.n)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def _global(self) -> Iterator[tuple[int, int]]:
         epoch, offset = divmod(self.start, self.n)
         while self.epochs is None or epoch < self.epochs:
             order = self.order(epoch)
@@ -359,10 +378,20 @@ class EpochSampler(torch.utils.data.Sampler):
             offset = 0
             epoch += 1
 
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.world_size == 1:
+            yield from self._global()
+            return
+        global_batch = self.rank_batch * self.world_size
+        lo, hi = self.rank * self.rank_batch, (self.rank + 1) * self.rank_batch
+        for k, key in enumerate(self._global()):
+            if lo <= (self.start + k) % global_batch < hi:
+                yield key
+
     def __len__(self) -> int:
         if self.epochs is None:
             raise TypeError("an endless sampler has no length")
-        return max(0, self.epochs * self.n - self.start)
+        return max(0, self.epochs * self.n - self.start) // self.world_size
 
 
 def _worker_init(_: int) -> None:
@@ -384,14 +413,21 @@ def make_loader(
     start_sample: int = 0,
     epochs: int | None = None,
     pin_memory: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader whose batches depend only on (seed, position), whatever `workers` is."""
+    """A DataLoader whose batches depend only on (seed, position), whatever `workers` is.
+
+    With `world_size > 1`, `batch_size` is this rank's share of the global batch (see EpochSampler)."""
     if workers > 0:
         # OpenCV's thread pool does not survive fork(): a worker forked after this process ran a
         # multi-threaded cv2 call hangs forever on its first cv2 call. With one thread here, the
         # pool is gone and fork is safe (the workers give the parallelism anyway).
         cv2.setNumThreads(1)
-    sampler = EpochSampler(len(dataset), seed=seed, shuffle=shuffle, start=start_sample, epochs=epochs)
+    sampler = EpochSampler(
+        len(dataset), seed=seed, shuffle=shuffle, start=start_sample, epochs=epochs,
+        rank=rank, world_size=world_size, rank_batch=batch_size,
+    )  # fmt: skip
     g = torch.Generator()
     g.manual_seed(seed)
     return torch.utils.data.DataLoader(

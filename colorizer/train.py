@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from colorizer import distributed
 from colorizer import metrics as M
 from colorizer.checkpoint import (
     CheckpointError,
@@ -189,6 +190,15 @@ class Trainer:
         self.cfg = cfg
         t = cfg.train
         self.device = resolve_device(t.device)
+        self.dist = distributed.setup(self.device.type)
+        if self.dist.enabled:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", self.dist.local_rank)
+            if cfg.data.batch_size % self.dist.world_size:
+                raise TrainingError(
+                    f"data.batch_size={cfg.data.batch_size} is the global batch and must divide by the "
+                    f"{self.dist.world_size} processes; use a multiple of {self.dist.world_size}"
+                )
         self.amp_dtype = resolve_amp(t.amp, self.device)
         self.run_dir = Path(cfg.run_dir) / cfg.name
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -205,11 +215,23 @@ class Trainer:
         if t.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
+        if self.dist.enabled and "batch" in (cfg.model.G.norm, cfg.model.D.norm):
+            # batch statistics over the global batch, as in a single-process run
+            self.G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
+            self.D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        # Compiled wrappers for the forward passes; the raw modules stay the ones saved and averaged
-        # (a compiled module's state dict gains `_orig_mod.` prefixes).
-        self.G_fwd = torch.compile(self.G) if t.compile else self.G
-        self.D_fwd = torch.compile(self.D) if t.compile else self.D
+        # Wrappers for the forward passes (DDP, then compile); the raw modules stay the ones saved and
+        # averaged (a compiled module's state dict gains `_orig_mod.` prefixes, a DDP one `module.`).
+        # D's step uses DDP (its gradients are averaged); G's step runs the raw D with its parameters
+        # frozen: D is not updated there, so there is nothing to synchronize.
+        G_fwd, D_step = self.G, self.D
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            G_fwd = torch.nn.parallel.DistributedDataParallel(self.G, device_ids=ids)
+            D_step = torch.nn.parallel.DistributedDataParallel(self.D, device_ids=ids)
+        self.G_fwd = torch.compile(G_fwd) if t.compile else G_fwd
+        self.D_step_fwd = torch.compile(D_step) if t.compile else D_step
+        self.D_frozen_fwd = torch.compile(self.D) if t.compile else self.D
 
         o = cfg.optim
         fused = self.device.type == "cuda"
@@ -238,6 +260,7 @@ class Trainer:
         self.wandb_id: str | None = None
         self.stop = StopFlag()
         self.early_stopped = False
+        self._rng_all: list[dict] | None = None
 
     # ---------------------------------------------------------------- setup helpers
 
@@ -286,7 +309,9 @@ class Trainer:
             "best_step": self.best_step,
             "validations_without_improvement": self.validations_without_improvement,
             "config": to_dict(self.cfg),
-            "rng": rng_state(),
+            "rng": self._rng_all[0] if self._rng_all else rng_state(),
+            "rng_ranks": self._rng_all or [rng_state()],
+            "world_size": self.dist.world_size,
             "git": git_info(),
             "wandb_id": self.wandb_id or "",
             "metrics": dict(self.last_metrics),
@@ -306,7 +331,15 @@ class Trainer:
         self.best_step = int(state.get("best_step", 0))
         self.validations_without_improvement = int(state.get("validations_without_improvement", 0))
         self.wandb_id = state.get("wandb_id") or None
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if len(ranks) == self.dist.world_size:
+            set_rng_state(ranks[self.dist.rank])
+        else:
+            set_rng_state(ranks[0])
+            log.warning(
+                "checkpoint written by %d processes, resumed by %d: data order is exact, dropout noise is not",
+                len(ranks), self.dist.world_size,
+            )  # fmt: skip
 
     def _find_resume(self) -> Path | None:
         r = self.cfg.train.resume
@@ -360,7 +393,8 @@ class Trainer:
         if cfg.train.overfit_batches > 0:
             # The same few batches again and again, augmentation frozen: a model that cannot drive the
             # reconstruction loss down here has a bug, not a data problem.
-            loader = make_loader(train_set, batch_size=bs, workers=0, seed=cfg.seed, shuffle=False)
+            loader = make_loader(train_set, batch_size=bs // self.dist.world_size, workers=0, seed=cfg.seed,
+                                 shuffle=False, rank=self.dist.rank, world_size=self.dist.world_size)  # fmt: skip
             fixed = []
             for b in loader:
                 fixed.append(b)
@@ -372,11 +406,13 @@ class Trainer:
                 step += 1
         loader = make_loader(
             train_set,
-            batch_size=bs,
+            batch_size=bs // self.dist.world_size,
             workers=cfg.data.workers,
             seed=cfg.seed,
             start_sample=self.step * bs,
             pin_memory=self.device.type == "cuda",
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
         yield from loader
 
@@ -395,10 +431,12 @@ class Trainer:
             fake = self.G_fwd(generator_input(batch))  # (B, 3, H, W)
 
         # D: real pairs up, fake pairs down; the generator is not part of this graph.
+        # One forward over real and fake pairs together (DDP allows one forward per backward); with
+        # instance/group norm or none this equals two separate calls, sample by sample.
         self.D.requires_grad_(True)
         with self.autocast():
-            real_scores = self.D_fwd(line, color)
-            fake_scores = self.D_fwd(line, fake.detach())
+            scores = self.D_step_fwd(torch.cat([line, line]), torch.cat([color, fake.detach()]))
+        real_scores, fake_scores = scores.chunk(2)
         d = self.losses.discriminator(real_scores, fake_scores)
         self.opt_D.zero_grad(set_to_none=True)
         self.scaler.scale(d.total).backward()
@@ -413,7 +451,7 @@ class Trainer:
         # G: fool the frozen D and reconstruct the target.
         self.D.requires_grad_(False)
         with self.autocast():
-            scores = self.D_fwd(line, fake)
+            scores = self.D_frozen_fwd(line, fake)
         g = self.losses.generator(scores, fake, color)
         self.opt_G.zero_grad(set_to_none=True)
         self.scaler.scale(g.total).backward()
@@ -499,7 +537,8 @@ class Trainer:
             return TrainResult(self.run_dir, self.step, last_checkpoint=latest_checkpoint(self.ckpt_dir))
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.run_dir / "config.yaml")
+        if self.dist.is_main:
+            save_config(cfg, self.run_dir / "config.yaml")
         tracker = Tracker(
             self.run_dir,
             mode=cfg.tracking.wandb_mode,
@@ -508,14 +547,17 @@ class Trainer:
             config=to_dict(cfg),
             run_id=self.wandb_id,
             resume_step=self.step if resume_from is not None else None,
+            enabled=self.dist.is_main,  # under DDP only rank 0 writes metrics, samples and wandb
         )
         self.wandb_id = tracker.run_id
         baseline = mean_color_mse(torch.cat([b["color"] for b in val_batches]))
         if resume_from is None:
             tracker.summary({"baseline/mean_color_mse": baseline})
+        if self.dist.world_size > self.n_items:
+            raise TrainingError(f"{self.dist.world_size} processes but only {self.n_items} training images")
         log.info(
-            "run %s: %d train images, device %s, amp %s, G %.2fM params, D %.2fM params",
-            self.run_dir, self.n_items, self.device, self.amp_dtype or "off",
+            "run %s: %d train images, device %s (%d processes), amp %s, G %.2fM params, D %.2fM params",
+            self.run_dir, self.n_items, self.device, self.dist.world_size, self.amp_dtype or "off",
             sum(p.numel() for p in self.G.parameters()) / 1e6, sum(p.numel() for p in self.D.parameters()) / 1e6,
         )  # fmt: skip
 
@@ -535,12 +577,13 @@ class Trainer:
                     lr = self.opt_G.param_groups[0]["lr"]
                     every = cfg.tracking.diagnostics_every
                     probe = None
-                    if every > 0 and (self.step + 1) % every == 0:
+                    if every > 0 and (self.step + 1) % every == 0 and self.dist.is_main:
                         probe = StepProbe({"G": self.G, "D": self.D}, bins=cfg.tracking.histogram_bins)
                     numbers = self.train_step(batch, probe)
                     self.step += 1
                     pending.append((self.step, numbers))
-                    at_end = self.step >= t.steps or stop.signal is not None
+                    stopping = distributed.any_rank(stop.signal is not None, self.dist, self.device)
+                    at_end = self.step >= t.steps or stopping
                     if probe is not None:
                         self._check_finite(numbers[None].cpu(), [self.step])
                         tracker.log(probe.scalars(), step=self.step)
@@ -548,7 +591,7 @@ class Trainer:
                         for note in probe.warnings():
                             log.warning("step %d: %s", self.step, note)
                     if self.step % t.log_every == 0 or at_end:
-                        rows = torch.stack([n for _, n in pending]).cpu()
+                        rows = distributed.mean(torch.stack([n for _, n in pending]), self.dist).cpu()
                         self._check_finite(rows, [s for s, _ in pending])
                         now = time.perf_counter()
                         mean = rows.mean(0).tolist()
@@ -582,20 +625,25 @@ class Trainer:
                         )  # fmt: skip
                         pending.clear()
                         t_last, step_last = now, self.step
-                    if self.step % t.sample_every == 0 or at_end:
+                    if (self.step % t.sample_every == 0 or at_end) and self.dist.is_main:
                         grid = sample_grid(val_batches[0], self.generate(val_batches[0]))
                         tracker.log_image(
                             "samples", grid, self.step, caption="line | hints | output | target"
                         )
                     improved = False
-                    if self.step % t.val_every == 0 or at_end:
-                        improved = self._validate_and_select(val_batches, tracker)
-                    if self.step % t.checkpoint_every == 0 or at_end or improved:
-                        last_ckpt = self._checkpoint(is_best=improved)
                     patience = t.early_stop_patience
-                    if patience > 0 and self.validations_without_improvement >= patience:
-                        if not (self.step % t.checkpoint_every == 0 or at_end or improved):
-                            last_ckpt = self._checkpoint(is_best=False)
+                    if self.step % t.val_every == 0 or at_end:
+                        if self.dist.is_main:  # G_ema is the same on every rank
+                            improved = self._validate_and_select(val_batches, tracker)
+                        give_up = patience > 0 and self.validations_without_improvement >= patience
+                        improved, give_up = distributed.broadcast_flags(
+                            [improved, give_up], self.dist, self.device
+                        )
+                    else:
+                        give_up = False
+                    if self.step % t.checkpoint_every == 0 or at_end or improved or give_up:
+                        last_ckpt = self._checkpoint(is_best=improved)
+                    if give_up:
                         log.warning(
                             "early stop at step %d: val/%s has not improved for %d validations "
                             "(best %.4f at step %d, in best.pt)",
@@ -603,15 +651,17 @@ class Trainer:
                         )  # fmt: skip
                         self.early_stopped = True
                         break
-                    if stop.signal is not None:
+                    if stopping:
                         interrupted = True
                         log.warning(
-                            "stopped by %s at step %d; run the same command to resume", stop.signal, self.step
-                        )
+                            "stopped by %s at step %d; run the same command to resume",
+                            stop.signal or "a signal to another process", self.step,
+                        )  # fmt: skip
                         break
             exit_code = 0
         finally:
             tracker.finish(exit_code=exit_code)
+            distributed.teardown(self.dist)
         return TrainResult(
             self.run_dir, self.step, interrupted, last_ckpt, self.early_stopped, dict(self.last_metrics)
         )
@@ -631,14 +681,20 @@ class Trainer:
         return False
 
     def _checkpoint(self, *, is_best: bool) -> Path:
-        path = save_checkpoint(
-            self.state_dict(),
-            self.ckpt_dir,
-            step=self.step,
-            keep_last=self.cfg.train.keep_last,
-            is_best=is_best,
-        )
-        log.info("checkpoint %s%s", path, " (best so far)" if is_best else "")
+        """Every rank's RNG state goes in (collective); rank 0 writes; the others wait for the file."""
+        self._rng_all = distributed.gather_objects(rng_state(), self.dist)  # type: ignore[assignment]
+        path = self.ckpt_dir / f"step_{self.step:07d}.pt"
+        if self.dist.is_main:
+            path = save_checkpoint(
+                self.state_dict(),
+                self.ckpt_dir,
+                step=self.step,
+                keep_last=self.cfg.train.keep_last,
+                is_best=is_best,
+            )
+            log.info("checkpoint %s%s", path, " (best so far)" if is_best else "")
+        self._rng_all = None
+        distributed.barrier(self.dist)
         return path
 
     def _check_finite(self, rows: torch.Tensor, steps: list[int]) -> None:
