@@ -103,6 +103,17 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from colorizer.sweep import run_sweep
+
+    cfg = load_config(args.config, args.overrides)
+    best, score, path = run_sweep(cfg, trials=args.trials, storage=args.storage, study_name=args.study,
+                                  sampler=args.sampler)  # fmt: skip
+    print(f"best val/{cfg.train.val_metric}: {score:.4f}; its config: {path}")
+    print(f"train it fully: colorizer train --config {path} train.steps=...")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="colorizer",
@@ -197,6 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-lr", type=float, default=1.0)
     p.add_argument("--steps", type=int, default=200)
     p.set_defaults(func=cmd_lr_find)
+
+    p = sub.add_parser(
+        "sweep",
+        help="random hyperparameter search with Optuna: short trials scored on validation, best config out",
+        description="Random search (Optuna, embedded SQLite by default) over learning rates, loss weights, "
+        "loss kind, width and the no-hint share. Each trial is a short training run; the best trial's "
+        "config is written to runs/<study>/best.yaml. Re-running continues the study.",
+    )
+    _add_config_args(p)
+    p.add_argument("--trials", type=int, required=True, help="trials to run now")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite in runs/<study>/)")
+    p.add_argument("--study", default=None, help="study name (default <name>-sweep)")
+    p.add_argument("--sampler", choices=["random", "tpe"], default="random")
+    p.set_defaults(func=cmd_sweep)
     return parser
 
 
