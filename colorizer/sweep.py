@@ -27,7 +27,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from colorizer.config import Config, from_dict, parse_override, save_config, to_dict, _deep_merge
+from colorizer.config import Config, _deep_merge, from_dict, parse_override, save_config, to_dict
 
 log = logging.getLogger(__name__)
 
