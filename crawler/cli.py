@@ -1,31 +1,152 @@
-"""`crawler` command line. The Safebooru crawler (`crawl`) and curation (`filter`) are not built yet.
+"""`crawler` command line: `crawl` (Safebooru by tag query), `serve-local` (a local Safebooru for tests and
+demos), `filter` (curation into manifest.jsonl + rejected.jsonl).
 
-The console script exists so the package layout is final; until the commands land it says so plainly
-instead of pretending to work. No torch import here: the crawler must start fast, without torch.
+No torch import here (nor anywhere in `crawler/`): the crawler must start fast, on a machine without torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-PLANNED = {
-    "crawl": "download Safebooru posts by tag query into per-tag folders (resumable, rate-limited)",
-    "filter": "curate a crawl into manifest.jsonl + rejected.jsonl (tag and pixel rules, duplicates, splits)",
-}
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 requests/s (0 = unlimited), got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crawler",
-        description="Build a training set from Safebooru. Not built yet: until then, train on any folder of "
-        "color images with `colorizer train --config configs/cpu-demo.yaml data.source=DIR`.",
+        description="Build a training set from Safebooru: crawl tag queries into per-query folders.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, text in PLANNED.items():
-        p = sub.add_parser(name, help=f"(not built yet) {text}", add_help=True)
-        p.add_argument("args", nargs=argparse.REMAINDER)
+
+    c = sub.add_parser(
+        "crawl",
+        help="download Safebooru posts by tag query into per-query folders (resumable, rate-limited)",
+        description="Download each QUERY's posts into DIR/<folder>/<id>.<ext> with an <id>.json sidecar. "
+        "Re-running resumes; a file already stored (same md5) is never fetched again, also for another query. "
+        "Exit status: 0 all done, 1 some posts or listings failed, 3 stopped by a Cloudflare challenge.",
+    )
+    c.add_argument("queries", nargs="+", metavar="QUERY", help='a tag query, e.g. "1girl solo -monochrome"')
+    c.add_argument("--out", required=True, type=Path, metavar="DIR", help="where the per-query folders go")
+    c.add_argument("--limit", type=_count, default=None, metavar="N", help="at most N posts per query")
+    c.add_argument(
+        "--base-url", default="https://safebooru.org", metavar="URL", help="(default: %(default)s)"
+    )
+    c.add_argument("--rate", type=_rate, default=2.0, metavar="R",
+                   help="requests per second, API pages and files together, all workers (default: %(default)s; "
+                   "0 = unlimited: only for your own server)")  # fmt: skip
+    c.add_argument(
+        "--workers", type=_count, default=4, metavar="W", help="parallel downloads (default: %(default)s)"
+    )
+    c.add_argument("--format", choices=("xml", "json"), default="xml",
+                   help="API answer format (default: %(default)s, which carries the total count)")  # fmt: skip
+    c.add_argument("--max-mb", type=_positive_float, default=50.0, metavar="MB",
+                   help="refuse files larger than this (default: %(default)s)")  # fmt: skip
+    c.add_argument(
+        "--retries", type=_count, default=5, metavar="N", help="attempts per request (default: %(default)s)"
+    )
+    c.add_argument("--backoff-s", type=float, default=1.0, help=argparse.SUPPRESS)
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = sub.add_parser(
+        "serve-local",
+        help="serve a folder of images through a Safebooru-compatible API (tests, demos, benchmarks)",
+        description="Tags come from <name>.json sidecars or from sub-folder names and file-name words.",
+    )
+    s.add_argument("folder", type=Path, metavar="FOLDER")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000, help="(default: %(default)s; 0 picks a free one)")
+    s.add_argument("--faults", default="", metavar="SPEC",
+                   help="e.g. latency=0.03,throttle=2,retry-after=date,errors=3,truncate=1,api-errors=1,"
+                   "empty-pages=2,wrong-md5=5+7,html-image=3,cloudflare-after=10")  # fmt: skip
+    s.add_argument("--deep-cap", type=_count, default=200_000, metavar="N",
+                   help="refuse pages past this offset, like safebooru.org (default: %(default)s)")  # fmt: skip
+    s.add_argument("--request-log", type=Path, default=None, metavar="FILE",
+                   help="append '<unix time> <status> <kind> <path>' per request")  # fmt: skip
+
+    from .curate import add_filter_parser
+
+    add_filter_parser(sub)
     return parser
+
+
+def _crawl(args: argparse.Namespace) -> int:
+    from .crawl import CrawlOptions, crawl
+    from .download import RetryPolicy
+    from .layout import normalize_query
+
+    queries: list[str] = []
+    for raw in args.queries:
+        query = normalize_query(raw)
+        if not query:
+            print("crawler crawl: an empty query; give at least one tag", file=sys.stderr)
+            return EXIT_USAGE
+        if query not in queries:
+            queries.append(query)
+    if not args.base_url.startswith(("http://", "https://")):
+        print(
+            f"crawler crawl: --base-url must start with http:// or https://, got {args.base_url}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    options = CrawlOptions(
+        base_url=args.base_url.rstrip("/"),
+        rate_per_s=args.rate,
+        workers=args.workers,
+        limit=args.limit,
+        fmt=args.format,
+        max_bytes=int(args.max_mb * 1024 * 1024),
+        retry=RetryPolicy(attempts=args.retries, base_s=args.backoff_s),
+        page_retry_delay_s=min(0.5, args.backoff_s),
+        progress=not args.no_progress,
+    )
+    try:
+        summary = crawl(queries, args.out, options)
+    except KeyboardInterrupt:
+        print("\ninterrupted: re-run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (RuntimeError, ValueError, OSError) as err:
+        print(f"crawler crawl: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    print(summary.format())
+    if summary.stopped:
+        print(summary.stopped, file=sys.stderr)
+        return EXIT_STOPPED
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .local_server import parse_faults, serve
+
+    try:
+        faults = parse_faults(args.faults)
+        serve(args.folder, host=args.host, port=args.port, faults=faults, deep_cap=args.deep_cap,
+              request_log=args.request_log)  # fmt: skip
+    except (ValueError, OSError) as err:
+        print(f"crawler serve-local: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,13 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 0
-    print(
-        f"crawler {args.command}: not built yet. Meanwhile point data.source at a folder of color images "
-        "(searched recursively) or at a manifest.jsonl you write yourself (format in README).",
-        file=sys.stderr,
-    )
-    return 2
+        return EXIT_OK
+    if args.command == "crawl":
+        return _crawl(args)
+    if args.command == "serve-local":
+        return _serve(args)
+    from .curate import run_filter
+
+    return run_filter(args)
 
 
 if __name__ == "__main__":

@@ -77,9 +77,11 @@ def test_train_then_export_from_the_command_line(drawings_dir, tmp_path):
     assert r.returncode == 1 and "checkpoint not found" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_crawler_says_plainly_it_is_not_built_yet():
+def test_crawler_commands_explain_bad_arguments_without_a_traceback(tmp_path):
     r = run("crawler", "crawl", "1girl")
-    assert r.returncode == 2 and "not built yet" in r.stderr
+    assert r.returncode == 2 and "--out" in r.stderr and "Traceback" not in r.stderr
+    r = run("crawler", "filter", str(tmp_path / "missing"), "--out", str(tmp_path / "curated"))
+    assert r.returncode == 2 and "not a folder" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize(

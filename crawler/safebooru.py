@@ -1,0 +1,415 @@
+"""Safebooru (Gelbooru 0.2) API client: request URLs, parsing of JSON and XML answers, pagination.
+
+Parsing is pure (bytes in, `Page` out) so it is tested on answers recorded from the live service
+(`../shared/fixtures/safebooru/`). Pagination is a generator over a `fetch(url) -> bytes` callable, so
+rate limiting, retries and Cloudflare detection live in one place (`crawler.download.HttpClient`).
+
+Quirks of the live service handled here:
+- an empty result in JSON mode is an empty body, not `[]`;
+- errors arrive with HTTP 200 as `<response success="false" reason="..."/>`, in XML even when `json=1`
+  was asked (deep paging past the offset cap, "search down");
+- `hash` (JSON) / `md5` (XML) is the md5; the `image` file name is not;
+- "ghost" records (image, directory and hash null, `file_url` ending in `images//`) are skipped;
+- `file_url` may carry `//` in its path and a `?<id>` suffix;
+- a page can come back empty for a moment before the total (`count`, XML only) is reached;
+- `pid` is a page index and `limit` is at most 100; offsets past 200,000 are refused, so deep crawls
+  switch to keyset paging (`id:<LAST_ID`, pid=0).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+DEFAULT_BASE_URL = "https://safebooru.org"
+MAX_PAGE_SIZE = 100
+OFFSET_CAP = 200_000
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "webp")
+_MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
+_RATINGS = {"s": "safe", "g": "general", "q": "questionable", "e": "explicit"}
+
+
+class ApiError(Exception):
+    """The API answered, but not with a post list (an error body, an unexpected document)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Post:
+    """One post as the crawler needs it. `md5` is lowercase hex; `file_url` is absolute and cleaned."""
+
+    id: int
+    md5: str
+    tags: tuple[str, ...]
+    rating: str
+    width: int
+    height: int
+    file_url: str
+    source: str
+    score: int | None
+
+    @property
+    def extension(self) -> str | None:
+        """The file's extension from its URL if it is a known image type (`jpg`, `png`, ...), else None."""
+        return image_extension(self.file_url)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One API answer. `records` counts every record, ghosts included (so a page of 100 records with
+    3 ghosts is still a full page); `count` is the total for the query (XML only); `last_id` the
+    smallest id on the page (the keyset bound for the next page), ghosts included."""
+
+    posts: tuple[Post, ...]
+    records: int
+    count: int | None = None
+    offset: int | None = None
+    last_id: int | None = None
+
+    @property
+    def skipped(self) -> int:
+        return self.records - len(self.posts)
+
+
+@dataclass(frozen=True)
+class TagInfo:
+    """A row of the tag endpoint (`s=tag`): name, post count, type (0 general, 1 artist, ...)."""
+
+    id: int
+    name: str
+    count: int
+    type: int
+    ambiguous: bool
+
+
+# --------------------------------------------------------------------------------------------------
+# URLs
+
+
+def api_url(base_url: str, tags: str, pid: int = 0, limit: int = MAX_PAGE_SIZE, fmt: str = "xml") -> str:
+    """The post-list URL: `index.php?page=dapi&s=post&q=index&tags=...&limit=...&pid=...[&json=1]`."""
+    if fmt not in ("json", "xml"):
+        raise ValueError(f"format must be 'json' or 'xml', got {fmt!r}")
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit must be 1..{MAX_PAGE_SIZE}, got {limit}")
+    params = {"page": "dapi", "s": "post", "q": "index", "tags": tags, "limit": limit, "pid": max(0, pid)}
+    if fmt == "json":
+        params["json"] = 1
+    return f"{base_url.rstrip('/')}/index.php?{urlencode(params)}"
+
+
+def image_extension(url: str) -> str | None:
+    """The lowercase extension of the URL's file name if it is a known image type, else None.
+
+    Anything else the network sends (`webm`, `swf`, `php`, `jpg/../x`) is refused here, so a file name
+    is never built from an arbitrary string."""
+    path = urlsplit(url).path
+    name = path.rsplit("/", 1)[-1]
+    if "." not in name:
+        return None
+    ext = name.rsplit(".", 1)[-1].lower()
+    return ext if ext in IMAGE_EXTENSIONS else None
+
+
+def clean_file_url(
+    file_url: str | None, base_url: str, directory: object = None, image: object = None
+) -> str | None:
+    """An absolute download URL, or None when the record has no usable file.
+
+    Uses `file_url` when it names a file, else `images/{directory}/{image}` under `base_url`.
+    Collapses repeated slashes in the path and drops a numeric `?<id>` suffix."""
+    base = urlsplit(base_url if "://" in base_url else "https://" + base_url)
+    candidates = []
+    if file_url:
+        candidates.append(str(file_url).strip())
+    if directory not in (None, "") and image not in (None, ""):
+        candidates.append(f"/images/{directory}/{image}")
+    for raw in candidates:
+        if raw.startswith("//"):
+            raw = f"{base.scheme}:{raw}"
+        elif raw.startswith("/"):
+            raw = urlunsplit((base.scheme, base.netloc, raw, "", ""))
+        elif not urlsplit(raw).scheme:
+            raw = urlunsplit((base.scheme, base.netloc, "/" + raw, "", ""))
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            continue
+        path = re.sub(r"/{2,}", "/", parts.path)
+        name = path.rsplit("/", 1)[-1]
+        if not name or name in (".", ".."):
+            continue
+        query = "" if parts.query.isdigit() else parts.query
+        return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing (pure)
+
+
+def normalize_rating(value: object) -> str:
+    """`s` -> `safe`, `g` -> `general`, `q` -> `questionable`, `e` -> `explicit`; words kept (lowercased);
+    missing -> ``."""
+    text = str(value or "").strip().lower()
+    return _RATINGS.get(text, text)
+
+
+def _int(value: object, default: int | None = 0) -> int | None:
+    if value is None or value == "":
+        return default
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return default
+
+
+def post_from_record(record: dict, base_url: str = DEFAULT_BASE_URL) -> Post | None:
+    """A `Post` from one JSON object or XML `<post>` attribute dict; None for ghosts and broken records."""
+    post_id = _int(record.get("id"), None)
+    md5 = record.get("hash") or record.get("md5")
+    if post_id is None or post_id <= 0 or not isinstance(md5, str) or not _MD5.match(md5.strip()):
+        return None
+    url = clean_file_url(record.get("file_url"), base_url, record.get("directory"), record.get("image"))
+    if url is None:
+        return None
+    tags = record.get("tags") or ""
+    if isinstance(tags, list):
+        tags = " ".join(str(t) for t in tags)
+    return Post(
+        id=post_id,
+        md5=md5.strip().lower(),
+        tags=tuple(str(tags).split()),
+        rating=normalize_rating(record.get("rating")),
+        width=_int(record.get("width")) or 0,
+        height=_int(record.get("height")) or 0,
+        file_url=url,
+        source=str(record.get("source") or ""),
+        score=_int(record.get("score"), None),
+    )
+
+
+def _page_from_records(records: list, base_url: str, count: int | None, offset: int | None) -> Page:
+    posts = []
+    ids = []
+    for record in records:
+        if not isinstance(record, dict):
+            continue
+        rid = _int(record.get("id"), None)
+        if rid is not None and rid > 0:
+            ids.append(rid)
+        post = post_from_record(record, base_url)
+        if post is not None:
+            posts.append(post)
+    return Page(tuple(posts), len(records), count, offset, min(ids) if ids else None)
+
+
+def parse_xml_posts(body: bytes | str, base_url: str = DEFAULT_BASE_URL) -> Page:
+    """Parse an XML answer: `<posts count offset><post .../></posts>`.
+
+    Raises `ApiError` for `<response success="false" reason=...>`, `<error>`, and any document that is
+    not a post list (an empty `<comments/>` must not read as "no posts")."""
+    data = body.encode() if isinstance(body, str) else body
+    if b"<!DOCTYPE" in data[:1024] or b"<!ENTITY" in data:
+        raise ApiError("refusing an XML answer with a DOCTYPE/ENTITY declaration")
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as err:
+        snippet = data[:80].decode("utf-8", "replace")
+        raise ApiError(f"answer is neither a post list nor an error ({err}): {snippet!r}") from None
+    if root.tag == "response":
+        reason = root.get("reason") or (root.text or "").strip() or "no reason given"
+        raise ApiError(reason)
+    if root.tag == "error":
+        raise ApiError((root.text or "").strip() or "error")
+    if root.tag != "posts":
+        raise ApiError(f"expected a <posts> list, got <{root.tag}>")
+    records = [dict(child.attrib) for child in root if child.tag == "post"]
+    return _page_from_records(
+        records, base_url, _int(root.get("count"), None), _int(root.get("offset"), None)
+    )
+
+
+def parse_json_posts(body: bytes | str, base_url: str = DEFAULT_BASE_URL) -> Page:
+    """Parse a JSON answer (`json=1`). An empty body is an empty page; an XML body (the service's
+    errors ignore `json=1`) is parsed as XML, so its errors raise `ApiError`."""
+    data = body.encode() if isinstance(body, str) else body
+    data = data.strip()
+    if not data:
+        return Page((), 0)
+    if data.startswith(b"<"):
+        return parse_xml_posts(data, base_url)
+    try:
+        decoded = json.loads(data)
+    except ValueError as err:
+        raise ApiError(f"answer is not JSON ({err}): {data[:80]!r}") from None
+    count = offset = None
+    if isinstance(decoded, dict):  # gelbooru.com style: {"@attributes": {...}, "post": [...]}
+        attrs = decoded.get("@attributes") or {}
+        count, offset = _int(attrs.get("count"), None), _int(attrs.get("offset"), None)
+        decoded = [decoded] if "id" in decoded else (decoded.get("post") or [])
+        if isinstance(decoded, dict):
+            decoded = [decoded]
+    if not isinstance(decoded, list):
+        raise ApiError(f"expected a JSON list of posts, got {type(decoded).__name__}")
+    return _page_from_records(decoded, base_url, count, offset)
+
+
+def parse_posts(body: bytes | str, base_url: str = DEFAULT_BASE_URL) -> Page:
+    """Parse a post-list answer in either format (sniffed: the service may answer XML to `json=1`)."""
+    data = body.encode() if isinstance(body, str) else body
+    if data.lstrip()[:1] == b"<":
+        return parse_xml_posts(data, base_url)
+    return parse_json_posts(data, base_url)
+
+
+def parse_tag_list(body: bytes | str) -> list[TagInfo]:
+    """Parse the tag endpoint's answer (`s=tag`, XML only: it ignores `json=1`)."""
+    data = body.encode() if isinstance(body, str) else body
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as err:
+        raise ApiError(f"tag answer is not XML ({err})") from None
+    if root.tag != "tags":
+        raise ApiError(f"expected a <tags> list, got <{root.tag}>")
+    return [
+        TagInfo(
+            id=_int(t.get("id")) or 0,
+            name=t.get("name", ""),
+            count=_int(t.get("count")) or 0,
+            type=_int(t.get("type")) or 0,
+            ambiguous=t.get("ambiguous", "false").lower() == "true",
+        )
+        for t in root
+        if t.tag == "tag"
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Pagination
+
+
+@dataclass
+class Listing:
+    """What the pager learned while listing, read after (or during) iteration."""
+
+    total: int | None = None  # `count` of the first page (XML), the query's size
+    requests: int = 0
+    keyset_switches: int = 0
+    empty_retries: int = 0
+    ghosts: int = 0
+    incomplete: str | None = None  # why the listing may have ended early
+
+
+def iter_pages(
+    fetch: Callable[[str], bytes],
+    query: str,
+    *,
+    base_url: str = DEFAULT_BASE_URL,
+    fmt: str = "xml",
+    page_size: int = MAX_PAGE_SIZE,
+    offset_cap: int = OFFSET_CAP,
+    empty_retries: int = 3,
+    error_retries: int = 2,
+    retry_delay_s: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+    listing: Listing | None = None,
+) -> Iterator[Page]:
+    """Yield the non-empty pages of `query`, newest first, until the end of the listing.
+
+    Offset paging (`pid`) until the next page would reach past `offset_cap`, then keyset paging
+    (`id:<LAST_ID`, pid=0), also when the service refuses a deep page. A transient empty page is
+    retried `empty_retries` times (only while the total is not reached, or when no total is known);
+    an error body is retried `error_retries` times. Every loop is bounded: an error body is never
+    mistaken for an empty page (gallery-dl's endless loop)."""
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
+    listing = listing if listing is not None else Listing()
+    base_tags = " ".join(t for t in query.split() if not t.startswith("id:<"))
+    keyset: int | None = None
+    pid = 0
+    segment_total: int | None = None  # `count` for the current keyset segment
+    segment_seen = 0
+    last_id: int | None = None
+    empty_tries = error_tries = 0
+    while True:
+        if last_id is not None and pid * page_size + page_size > offset_cap:
+            keyset, pid, segment_total, segment_seen = last_id, 0, None, 0
+            listing.keyset_switches += 1
+        tags = f"{base_tags} id:<{keyset}".strip() if keyset is not None else base_tags
+        body = fetch(api_url(base_url, tags, pid, page_size, fmt))
+        listing.requests += 1
+        try:
+            page = parse_posts(body, base_url)
+        except ApiError as err:
+            if last_id is not None and (keyset != last_id or pid != 0):
+                # the deep-paging refusal: continue below the last id seen
+                keyset, pid, segment_total, segment_seen = last_id, 0, None, 0
+                listing.keyset_switches += 1
+                continue
+            error_tries += 1
+            if error_tries > error_retries:
+                raise ApiError(f"{err.reason} (query {query!r}, pid {pid}, {error_tries} tries)") from None
+            sleep(retry_delay_s * 2 ** (error_tries - 1))
+            continue
+        error_tries = 0
+        if segment_total is None and page.count is not None:
+            segment_total = page.count
+            if listing.total is None:
+                listing.total = page.count
+        if page.records == 0:
+            unfinished = segment_total is None or segment_seen < segment_total
+            if unfinished and empty_tries < empty_retries:
+                empty_tries += 1
+                listing.empty_retries += 1
+                sleep(retry_delay_s * empty_tries)
+                continue
+            if segment_total is not None and segment_seen < segment_total:
+                listing.incomplete = (
+                    f"listing ended at {segment_seen} of {segment_total} posts: "
+                    f"{empty_tries + 1} empty answers in a row"
+                )
+            return
+        empty_tries = 0
+        listing.ghosts += page.skipped
+        yield page
+        segment_seen += page.records
+        if page.last_id is not None:
+            last_id = page.last_id if last_id is None else min(last_id, page.last_id)
+        if segment_total is not None and segment_seen >= segment_total:
+            return
+        if segment_total is None and page.records < page_size:
+            return
+        pid += 1
+
+
+def iter_posts(
+    fetch: Callable[[str], bytes],
+    query: str,
+    *,
+    limit: int | None = None,
+    listing: Listing | None = None,
+    **kwargs,
+) -> Iterator[Post]:
+    """Yield the posts of `query` once each (pages can overlap while posts are added), at most `limit`."""
+    if limit is not None and limit <= 0:
+        return
+    if limit is not None:
+        kwargs.setdefault("page_size", min(MAX_PAGE_SIZE, limit))
+    seen: set[int] = set()
+    for page in iter_pages(fetch, query, listing=listing, **kwargs):
+        for post in page.posts:
+            if post.id in seen:
+                continue
+            seen.add(post.id)
+            yield post
+            if limit is not None and len(seen) >= limit:
+                return
