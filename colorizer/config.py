@@ -133,6 +133,9 @@ class OptimConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 200_000  # optimizer steps
+    # A time budget for the whole run, resumes included (0: none). The run stops when it is spent, and the
+    # learning-rate schedule runs on whichever is further along: steps or time.
+    max_minutes: float = 0.0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     compile: bool = False

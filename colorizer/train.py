@@ -233,6 +233,8 @@ class Trainer:
         self.D_step_fwd = torch.compile(D_step) if t.compile else D_step
         self.D_frozen_fwd = torch.compile(self.D) if t.compile else self.D
 
+        self.train_seconds = 0.0  # training time of earlier sessions of this run (from the checkpoint)
+        self._session_start: float | None = None
         o = cfg.optim
         fused = self.device.type == "cuda"
         self.opt_G = torch.optim.Adam(
@@ -245,6 +247,8 @@ class Trainer:
         )  # fmt: skip
 
         def factor(step: int) -> float:
+            if t.max_minutes > 0:  # a time budget: the schedule follows whichever is further along
+                step = max(step, min(t.steps, int(t.steps * self.elapsed_s() / (60 * t.max_minutes))))
             return lr_factor(
                 step, t.steps, schedule=o.schedule, warmup=o.warmup_steps, decay_start_frac=o.decay_start_frac
             )
@@ -277,6 +281,15 @@ class Trainer:
             )
         self.G.load_state_dict(G.state_dict())
         log.info("generator initialized from %s (step %s)", model_dir, info.get("training", {}).get("step"))
+
+    def elapsed_s(self) -> float:
+        """Seconds this run has trained, earlier sessions included."""
+        now = time.perf_counter()
+        return self.train_seconds + (now - self._session_start if self._session_start is not None else 0.0)
+
+    def out_of_time(self) -> bool:
+        t = self.cfg.train
+        return t.max_minutes > 0 and self.elapsed_s() >= 60 * t.max_minutes
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -315,6 +328,7 @@ class Trainer:
             "git": git_info(),
             "wandb_id": self.wandb_id or "",
             "metrics": dict(self.last_metrics),
+            "train_seconds": self.elapsed_s(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -330,6 +344,7 @@ class Trainer:
         self.best_metric = float(state.get("best_metric", math.inf))
         self.best_step = int(state.get("best_step", 0))
         self.validations_without_improvement = int(state.get("validations_without_improvement", 0))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         self.wandb_id = state.get("wandb_id") or None
         ranks = state.get("rng_ranks") or [state["rng"]]
         if len(ranks) == self.dist.world_size:
@@ -429,6 +444,8 @@ class Trainer:
         line, color = batch["line"], batch["color"]
         with self.autocast():
             fake = self.G_fwd(generator_input(batch))  # (B, 3, H, W)
+        if self.losses.adversarial_weight == 0:
+            return self._regression_step(fake, color, probe)
 
         # D: real pairs up, fake pairs down; the generator is not part of this graph.
         # One forward over real and fake pairs together (DDP allows one forward per backward); with
@@ -480,6 +497,33 @@ class Trainer:
                 gn_G.detach().float(),
                 gn_D.detach().float(),
             ]
+        )
+
+    def _regression_step(
+        self, fake: torch.Tensor, color: torch.Tensor, probe: StepProbe | None
+    ) -> torch.Tensor:
+        """loss.adversarial_weight=0: G alone learns to reconstruct (the no-GAN baseline); D is never run,
+        so the whole step's time goes to G. D's numbers are reported as 0."""
+        clip = self.cfg.optim.grad_clip
+        reconstruction = reconstruction_loss(fake, color)
+        total = self.losses.reconstruction_weight * reconstruction
+        self.opt_G.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.opt_G)
+        if probe is not None:
+            probe.record_grads("G")
+        trainable = [p for p in self.G.parameters() if p.requires_grad]
+        gn_G = torch.nn.utils.clip_grad_norm_(trainable, clip if clip > 0 else math.inf)
+        self.scaler.step(self.opt_G)
+        if probe is not None:
+            probe.record_update("G")
+            probe.detach()
+        self.scaler.update()
+        self.sched_G.step()  # D's optimizer and schedule stay untouched
+        ema_update(self.G_ema, self.G, self.cfg.train.ema_decay)
+        zero = torch.zeros((), device=fake.device)
+        return torch.stack(
+            [zero, reconstruction.detach().float(), zero, zero, zero, zero, gn_G.detach().float(), zero]
         )
 
     @torch.no_grad()
@@ -535,6 +579,12 @@ class Trainer:
                 "%s already reached train.steps=%d; raise train.steps to train longer", self.run_dir, t.steps
             )
             return TrainResult(self.run_dir, self.step, last_checkpoint=latest_checkpoint(self.ckpt_dir))
+        if self.out_of_time():
+            log.info(
+                "%s already spent its time budget train.max_minutes=%g (step %d); raise it to train longer",
+                self.run_dir, t.max_minutes, self.step,
+            )  # fmt: skip
+            return TrainResult(self.run_dir, self.step, last_checkpoint=latest_checkpoint(self.ckpt_dir))
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
@@ -567,6 +617,7 @@ class Trainer:
         pending: list[tuple[int, torch.Tensor]] = []  # per-step numbers, read back once per log interval
         last_ckpt: Path | None = None
         t_last, step_last = time.perf_counter(), self.step
+        self._session_start = t_last
         first_log = resume_from is None
         exit_code = 1
         try:
@@ -583,7 +634,8 @@ class Trainer:
                     self.step += 1
                     pending.append((self.step, numbers))
                     stopping = distributed.any_rank(stop.signal is not None, self.dist, self.device)
-                    at_end = self.step >= t.steps or stopping
+                    out_of_time = distributed.any_rank(self.out_of_time(), self.dist, self.device)
+                    at_end = self.step >= t.steps or stopping or out_of_time
                     if probe is not None:
                         self._check_finite(numbers[None].cpu(), [self.step])
                         tracker.log(probe.scalars(), step=self.step)
@@ -650,6 +702,12 @@ class Trainer:
                             self.step, t.val_metric, patience, abs(self.best_metric), self.best_step,
                         )  # fmt: skip
                         self.early_stopped = True
+                        break
+                    if out_of_time and not stopping:
+                        log.info(
+                            "time budget train.max_minutes=%g spent at step %d; raise it to train longer",
+                            t.max_minutes, self.step,
+                        )  # fmt: skip
                         break
                     if stopping:
                         interrupted = True

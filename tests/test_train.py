@@ -301,3 +301,50 @@ def test_init_from_with_another_architecture_is_a_clear_error(images, tmp_path):
     model = export_checkpoint(base.run_dir / "checkpoints" / "last.pt", tmp_path / "model")
     with pytest.raises(TrainingError, match="differs from model.G"):
         Trainer(tiny(images, tmp_path / "ft", f"train.init_from={model}", "model.G.base_width=16"))
+
+
+def test_without_the_adversarial_loss_only_G_learns(images, tmp_path):
+    """loss.adversarial_weight=0 is the regression baseline: D is never run or updated, G still learns."""
+    cfg = tiny(images, tmp_path, "loss.adversarial_weight=0", "train.steps=4", "train.val_every=100")
+    trainer = Trainer(cfg)
+    D_before = {k: v.clone() for k, v in trainer.D.state_dict().items()}
+    G_before = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+    result = trainer.fit()
+    assert result.step == 4
+    assert all(torch.equal(D_before[k], v) for k, v in trainer.D.state_dict().items())
+    assert any(not torch.equal(G_before[k], v) for k, v in trainer.G.state_dict().items())
+    rows = [r for r in read_metrics(result.run_dir) if "loss/G_reconstruction" in r]
+    assert rows and all(r["loss/D_real"] == 0 and r["loss/G_adversarial"] == 0 for r in rows)
+    assert all(r["loss/G_reconstruction"] > 0 for r in rows)
+
+
+def test_time_budget_stops_the_run_and_counts_across_resumes(images, tmp_path, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("colorizer.train.time.perf_counter", lambda: clock[0])
+    cfg = tiny(images, tmp_path, "train.steps=1000", "train.max_minutes=1", "optim.schedule=linear",
+               "optim.decay_start_frac=0", "train.val_every=1000")  # fmt: skip
+
+    def ten_seconds_a_step(trainer: Trainer) -> Trainer:
+        original = trainer.train_step
+
+        def step(batch, probe=None):
+            clock[0] += 10.0
+            return original(batch, probe)
+
+        trainer.train_step = step
+        return trainer
+
+    trainer = ten_seconds_a_step(Trainer(cfg))
+    stop_at(trainer, 3)  # a SIGTERM after 30 s of the 60 s budget
+    first = trainer.fit()
+    assert first.interrupted and first.step == 3
+    state = load_checkpoint(first.last_checkpoint)
+    assert state["train_seconds"] == pytest.approx(30.0)
+    # the schedule follows time, which is further along than 3 of 1000 steps: half the budget, half the lr
+    assert trainer.opt_G.param_groups[0]["lr"] == pytest.approx(0.5 * cfg.optim.lr_G, rel=0.05)
+
+    second = ten_seconds_a_step(Trainer(cfg)).fit()
+    assert second.step == 6 and not second.interrupted  # 30 s more: the 60 s budget is spent
+    assert load_checkpoint(second.last_checkpoint)["train_seconds"] == pytest.approx(60.0)
+    third = Trainer(cfg).fit()  # nothing left: returns at once
+    assert third.step == 6
