@@ -38,7 +38,7 @@ class ModelLoadError(ValueError):
 
 
 def export_checkpoint(
-    checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, use_ema: bool = True
+    checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, use_ema: bool = True, half: bool = False
 ) -> Path:
     """Checkpoint from `colorizer train` -> `out_dir/model.safetensors` + `model.json`. Returns `out_dir`."""
     state = load_checkpoint(checkpoint)
@@ -60,7 +60,12 @@ def export_checkpoint(
         "code": state.get("git", {"commit": "unknown", "dirty": False}),
     }
     return save_model(
-        weights, cfg.model.G, out_dir, meta=meta, user_soften_sigma_px=cfg.hints.user_soften_sigma_px
+        weights,
+        cfg.model.G,
+        out_dir,
+        meta=meta,
+        user_soften_sigma_px=cfg.hints.user_soften_sigma_px,
+        half=half,
     )
 
 
@@ -71,8 +76,10 @@ def save_model(
     *,
     meta: dict[str, Any] | None = None,
     user_soften_sigma_px: float = 0.75,
+    half: bool = False,
 ) -> Path:
-    """Write generator weights and their description; both files appear atomically."""
+    """Write generator weights and their description; both files appear atomically. `half` stores the
+    floating-point weights as float16 (half the file; loading casts them back to float32)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = {
@@ -85,6 +92,12 @@ def save_model(
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"{bad[0]} does not fit in float16 (values beyond 65504); export without --half")
+    info["weights_dtype"] = "float16" if half else "float32"
     tmp_w, tmp_m = out / (WEIGHTS + ".tmp"), out / (META + ".tmp")
     save_file(tensors, str(tmp_w), metadata={"format": FORMAT})
     tmp_m.write_text(json.dumps(info, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -257,6 +257,13 @@ def test_export_round_trip_gives_the_same_outputs(images, tmp_path):
     ref.load_state_dict(state["G_ema"])
     x = torch.randn(2, 5, 32, 48)
     assert torch.equal(G(x), ref.eval()(x))
+    # --half: half the file, float32 on load, outputs within float16 rounding
+    half = export_checkpoint(result.run_dir / "checkpoints" / "last.pt", tmp_path / "half", half=True)
+    G16, info16 = load_generator(half)
+    assert info16["weights_dtype"] == "float16" and next(G16.parameters()).dtype == torch.float32
+    size, size16 = ((d / "model.safetensors").stat().st_size for d in (out, half))
+    assert size16 < 0.6 * size
+    assert (G16(x) - G(x)).abs().max() < 0.02
 
 
 def test_pickle_disguised_as_a_model_is_refused(tmp_path):
