@@ -54,6 +54,7 @@ from crawler.filters import (
     TagRules,
     analyze_image,
     check_pixels,
+    color_distance,
     group_labels,
     near_duplicate_pairs,
     normalize_tags,
@@ -127,6 +128,10 @@ class DedupConfig:
     near: bool = True
     max_distance: int = 8  # pHash Hamming distance (of 64 bits), as hydrus
     crop_fractions: tuple[float, ...] = (0.05,)  # also match copies cropped this much at an edge/corner
+    # A pHash match is a copy only when its 4x4 colour thumbnails differ by at most this in any cell
+    # (0..255; copies measure 2 or less, recolours and look-alikes 18+). Matches that differ more are
+    # kept, in one split. null: the pHash alone decides.
+    max_color_diff: float | None = 10.0
 
 
 @dataclass(frozen=True)
@@ -289,6 +294,8 @@ def validate(cfg: CurateConfig) -> CurateConfig:
     lo, hi = cfg.pixels.aspect_range
     if not 0 < lo <= hi:
         raise ConfigError(f"pixels.aspect_range: need 0 < min <= max, got {list(cfg.pixels.aspect_range)}")
+    if cfg.dedup.max_color_diff is not None and cfg.dedup.max_color_diff < 0:
+        raise ConfigError("dedup.max_color_diff: at least 0, or null to trust the pHash alone")
     if not 0 <= cfg.dedup.max_distance < 64:
         raise ConfigError(f"dedup.max_distance: bits of a 64-bit hash, 0..63, got {cfg.dedup.max_distance}")
     if any(not 0 < f < 0.5 for f in cfg.dedup.crop_fractions):
@@ -365,7 +372,7 @@ class Found:
     def post_id(self) -> Any:
         if self.sidecar and isinstance(self.sidecar.get("id"), int | str):
             return self.sidecar["id"]
-        return self.rel.rsplit(".", 1)[0]
+        return self.rel  # a plain image: its path (unique, unlike the name without its extension)
 
 
 def _read_sidecar(path: Path) -> tuple[dict | None, str | None]:
@@ -428,6 +435,7 @@ def _stats_from_json(text: str) -> ImageStats:
     d = json.loads(text)
     d["phash"] = int(d["phash"], 16)
     d["crop_hashes"] = tuple(int(h, 16) for h in d["crop_hashes"])
+    d["thumbs"] = tuple(d.get("thumbs", ()))
     return ImageStats(**d)
 
 
@@ -496,13 +504,24 @@ def measure_files(
     # spawn, not fork: the parent may hold torch / OpenMP threads, which do not survive fork().
     ctx = multiprocessing.get_context("spawn")
     chunk = max(1, min(64, len(paths) // (workers * 8)))
-    with (
-        ProcessPoolExecutor(workers, mp_context=ctx) as pool,
-        _progress(len(paths), "measuring", quiet) as bar,
-    ):
-        for i, stats in enumerate(pool.map(analyze_image, paths, [params] * len(paths), chunksize=chunk)):
-            yield i, stats
-            bar.update()
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint)
+    try:
+        with _progress(len(paths), "measuring", quiet) as bar:
+            for i, stats in enumerate(pool.map(analyze_image, paths, [params] * len(paths), chunksize=chunk)):
+                yield i, stats
+                bar.update()
+    except BaseException:
+        # Ctrl-C or an error: drop the queued work instead of waiting for all of it.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _ignore_sigint() -> None:
+    """In measuring workers: Ctrl-C is the parent's to handle (one message, not one traceback a worker)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -558,7 +577,9 @@ class Candidate:
     folders: set[str]
     rating: str | None = None
     i2v: dict[str, float] | None = None
-    near_duplicates: int = 0
+    near_duplicates: int = 0  # copies of this image left out
+    similar: int = 0  # other kept images pHash-near to this one (colours differ)
+    split_key: str = ""  # what the split is drawn from: its md5, or its similarity group's smallest md5
 
 
 @dataclass
@@ -669,13 +690,17 @@ def curate(
         workers = cfg.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
         say(f"{len(entries)} entries, {len(real_of)} distinct files, {len(todo)} to measure")
         pending: list[tuple[str, int, int, str, ImageStats]] = []
-        for i, stats in measure_files([real_of[k][0] for k in todo], params, workers=workers, quiet=quiet):
-            stats_of[todo[i]] = stats
-            pending.append((*real_of[todo[i]], params_key, stats))
-            if len(pending) >= 500:
-                cache.put_many(pending)
-                pending.clear()
-        cache.put_many(pending)
+        try:
+            for i, stats in measure_files(
+                [real_of[k][0] for k in todo], params, workers=workers, quiet=quiet
+            ):
+                stats_of[todo[i]] = stats
+                pending.append((*real_of[todo[i]], params_key, stats))
+                if len(pending) >= 500:
+                    cache.put_many(pending)
+                    pending.clear()
+        finally:  # interrupted too: what was measured is kept for the next run
+            cache.put_many(pending)
 
         # 2. Unreadable out; exact duplicates (same md5) folded into the first entry of each md5.
         by_md5: dict[str, Candidate] = {}
@@ -786,51 +811,17 @@ def curate(
     finally:
         cache.close()
 
-    # 5. Near duplicates: one per pHash group, the largest.
+    # 5. Near duplicates: pHash-near pairs whose colours agree are copies (one per group is kept, the
+    # largest); pHash-near pairs whose colours differ (a recolour, two discs) are both kept, in one split.
     if cfg.dedup.near and len(alive) > 1:
-        a, b, d = near_duplicate_pairs(
-            [c.stats.phash for c in alive], [c.stats.crop_hashes for c in alive], cfg.dedup.max_distance
-        )
-        labels = group_labels(len(alive), a.tolist(), b.tolist())
-        closest: dict[int, int] = {}
-        for i, j, dist in zip(a.tolist(), b.tolist(), d.tolist(), strict=True):
-            closest[i] = min(closest.get(i, 64), dist)
-            closest[j] = min(closest.get(j, 64), dist)
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, label in enumerate(labels):
-            groups[label].append(i)
-        survivors = []
-        for members in groups.values():
-            best = min(members, key=lambda i: _keep_order(alive[i]))
-            survivors.append(alive[best])
-            alive[best].near_duplicates = len(members) - 1
-            for i in members:
-                if i == best:
-                    continue
-                c = alive[i]
-                rejected.append(
-                    _reject(
-                        c.entry,
-                        dest,
-                        Rejection(
-                            "near_duplicate",
-                            f"near-identical to {alive[best].entry.rel} "
-                            f"({alive[best].stats.width}x{alive[best].stats.height} px; this one "
-                            f"{c.stats.width}x{c.stats.height}): the largest copy is kept",
-                        ),
-                        md5=c.stats.md5,
-                        duplicate_of=alive[best].entry.rel,
-                        distance=closest.get(i),
-                    )
-                )
-        alive = sorted(survivors, key=lambda c: c.entry.rel)
+        alive = _near_duplicates(alive, cfg, dest, rejected, notes)
 
     # 6. Folder caps, then the split.
     alive = _apply_caps(alive, cfg, dest, rejected)
     split_names = list(cfg.split.shares)
     kept = [_manifest_record(c, src, dest, cfg) for c in alive]
-    for rec in kept:
-        rec["split"] = assign_split(rec["md5"], cfg.split.shares, cfg.split.salt)
+    for c, rec in zip(alive, kept, strict=True):
+        rec["split"] = assign_split(c.split_key or rec["md5"], cfg.split.shares, cfg.split.salt)
 
     # 7. Files first, then the manifest that points at them, then old files nobody points at.
     _materialize(alive, kept, dest, cfg.output.link, notes)
@@ -850,6 +841,78 @@ def curate(
     write_text(dest / SUMMARY_NAME, format_summary(result) + "\n")
     _prune_images(dest, {rec["path"] for rec in kept})
     return result
+
+
+def _near_duplicates(
+    alive: list[Candidate], cfg: CurateConfig, dest: Path, rejected: list[dict], notes: list[str]
+) -> list[Candidate]:
+    a, b, d = near_duplicate_pairs(
+        [c.stats.phash for c in alive], [c.stats.crop_hashes for c in alive], cfg.dedup.max_distance
+    )
+    limit = cfg.dedup.max_color_diff
+    pairs = list(zip(a.tolist(), b.tolist(), d.tolist(), strict=True))
+    copies = [
+        (i, j, dist)
+        for i, j, dist in pairs
+        if limit is None or color_distance(alive[i].stats, alive[j].stats) <= limit
+    ]
+    closest: dict[int, int] = {}
+    for i, j, dist in copies:
+        closest[i] = min(closest.get(i, 64), dist)
+        closest[j] = min(closest.get(j, 64), dist)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, label in enumerate(group_labels(len(alive), [p[0] for p in copies], [p[1] for p in copies])):
+        groups[label].append(i)
+    survivor_of: dict[int, int] = {}
+    for members in groups.values():
+        best = min(members, key=lambda i: _keep_order(alive[i]))
+        alive[best].near_duplicates = len(members) - 1
+        for i in members:
+            survivor_of[i] = best
+            if i == best:
+                continue
+            c = alive[i]
+            rejected.append(
+                _reject(
+                    c.entry,
+                    dest,
+                    Rejection(
+                        "near_duplicate",
+                        f"near-identical to {alive[best].entry.rel} "
+                        f"({alive[best].stats.width}x{alive[best].stats.height} px; this one "
+                        f"{c.stats.width}x{c.stats.height}): the largest copy is kept",
+                    ),
+                    md5=c.stats.md5,
+                    duplicate_of=alive[best].entry.rel,
+                    distance=closest.get(i),
+                )
+            )
+    # Every pHash-near pair (copies or not) links its survivors: one group, one split.
+    survivors = sorted(set(survivor_of.values()))
+    index_of = {s: k for k, s in enumerate(survivors)}
+    link_a, link_b = [], []
+    for i, j, _ in pairs:
+        si, sj = survivor_of[i], survivor_of[j]
+        if si != sj:
+            link_a.append(index_of[si])
+            link_b.append(index_of[sj])
+    linked: dict[int, list[Candidate]] = defaultdict(list)
+    for k, label in enumerate(group_labels(len(survivors), link_a, link_b)):
+        linked[label].append(alive[survivors[k]])
+    n_similar = 0
+    for members in linked.values():
+        if len(members) > 1:
+            key = min(c.stats.md5 for c in members)
+            for c in members:
+                c.split_key, c.similar = key, len(members) - 1
+            n_similar += len(members)
+    if n_similar:
+        notes.append(
+            f"{n_similar} kept images look alike in outline but not in colour (recolours, variants, "
+            f"or pictures of the same shape): each such group shares one split ('similar' in the manifest; "
+            f"dedup.max_color_diff decides)"
+        )
+    return sorted((alive[s] for s in survivors), key=lambda c: c.entry.rel)
 
 
 def _fold_into(keeper: Candidate, e: Found) -> None:
@@ -953,6 +1016,8 @@ def _manifest_record(c: Candidate, src: Path, dest: Path, cfg: CurateConfig) -> 
         rec["folders"] = sorted(c.folders)
     if c.near_duplicates:
         rec["near_duplicates"] = c.near_duplicates
+    if c.similar:
+        rec["similar"] = c.similar
     return rec
 
 
@@ -1174,6 +1239,13 @@ def run_filter(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"crawler filter: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"\ncrawler filter: interrupted; {Path(args.out) / MANIFEST_NAME} is as it was (written only "
+            "at the end), and what was measured is cached: re-run the same command to go on",
+            file=sys.stderr,
+        )
+        return 130
     print(format_summary(result))
     if not result.kept:
         print("crawler filter: warning: no image was kept; see rejected.jsonl for why", file=sys.stderr)

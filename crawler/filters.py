@@ -38,7 +38,7 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", 
 ANALYSIS_PX = 256
 
 # Bumped whenever what `analyze_image` measures changes, so cached measurements are recomputed.
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,9 @@ def normalize_tags(tags: Iterable[str] | str | None) -> list[str]:
         return []
     if isinstance(tags, str):
         tags = tags.split()
-    return sorted({normalize_tag(t) for t in tags if str(t).strip()})
+    elif not isinstance(tags, list | tuple | set | frozenset):
+        return []
+    return sorted({normalize_tag(t) for t in tags if isinstance(t, str) and t.strip()})
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,10 @@ class PixelRules:
     min_short_side_px: int = 512
     aspect_range: tuple[float, float] = (0.5, 2.0)  # width / height
     grey_chroma_max: float = 12.0  # 99th-percentile chroma at or below this: greyscale (JPEG noise ~5)
-    min_color_share: float = 0.02  # share of pixels with chroma >= color_chroma_min; below: low saturation
+    # share of the drawn pixels (unlike the background, or coloured) with chroma >= color_chroma_min;
+    # below: low saturation. Of the drawn pixels, not of the canvas: a small coloured drawing on a
+    # big white page is coloured (near_blank judges the page).
+    min_color_share: float = 0.02
     min_hue_spread_deg: float = 0.0  # > 0: circular std of hue below this is a tinted monochrome page
     min_content_share: float = 0.01  # share of pixels unlike the background colour; below: near blank
 
@@ -155,6 +160,9 @@ class ImageStats:
     content_share: float = 0.0
     phash: int = 0  # 64-bit pHash of the whole image
     crop_hashes: tuple[int, ...] = ()  # pHashes of the image cropped at each edge and corner
+    # 4x4 RGB thumbnails (hex, 48 bytes each) of the whole image, then of the same crops as
+    # crop_hashes: a pHash match is only a duplicate when the colours agree too (`color_distance`).
+    thumbs: tuple[str, ...] = ()
     error: str | None = None
     error_reason: str | None = None  # "unreadable" or "too_many_pixels"
 
@@ -280,6 +288,7 @@ def color_stats(rgb: np.ndarray, params: AnalysisParams) -> dict:
     chroma, from the hue plane's vector (2R - G - B, sqrt(3) (G - B)) (no trigonometry needed).
     """
     r, g, b = (np.ascontiguousarray(rgb[..., i]).ravel() for i in range(3))
+    n_pixels = max(r.size, 1)
     hi = np.maximum(np.maximum(r, g), b)
     lo = np.minimum(np.minimum(r, g), b)
     chroma = hi - lo  # uint8, no overflow since hi >= lo
@@ -296,11 +305,13 @@ def color_stats(rgb: np.ndarray, params: AnalysisParams) -> dict:
     for c in (r, g, b):
         background = int(_percentile_u8(c, 50))
         np.maximum(delta, np.abs(c.astype(np.int16) - background), out=delta)
+    content = delta > params.content_delta
+    drawn = int(np.count_nonzero(content | colored))  # what is drawn: unlike the background, or coloured
     return {
         "chroma_p99": _percentile_u8(chroma, 99),
-        "color_share": n_colored / chroma.size,
+        "color_share": n_colored / max(drawn, 1),
         "hue_spread_deg": hue_spread,
-        "content_share": float(np.count_nonzero(delta > params.content_delta) / chroma.size),
+        "content_share": float(np.count_nonzero(content) / n_pixels),
     }
 
 
@@ -347,6 +358,42 @@ def crop_boxes(width: int, height: int, fraction: float) -> list[tuple[int, int,
     ]
 
 
+THUMB_PX = 4
+
+
+def thumbnails(img: Image.Image, fractions: Sequence[float]) -> tuple[str, ...]:
+    """4x4 RGB area averages (hex) of `img`, then of its crops at each edge and corner (as `crop_hashes`)."""
+    boxes = [(0, 0, img.width, img.height)]
+    boxes += [box for f in fractions for box in crop_boxes(img.width, img.height, f)]
+    return tuple(
+        img.resize((THUMB_PX, THUMB_PX), Image.Resampling.BOX, box=box).tobytes().hex() for box in boxes
+    )
+
+
+def color_distance(a: ImageStats, b: ImageStats) -> float:
+    """How far apart the colours of two pHash-near images are: 0..255, the largest difference of one
+    cell of their 4x4 colour thumbnails (mean over R, G, B).
+
+    The smallest over a's whole image against b's whole image and crops, and the other way round,
+    so a copy cropped at a corner compares with the same region of the original. The largest cell,
+    not the mean: two small drawings on big white pages agree on the page and differ in one cell.
+    JPEG re-encodes, resizes and 5% crops measure 2 or less; different pictures with similar
+    outlines (two discs, the same drawing recoloured, two small drawings on white) about 18 and more.
+    inf when a thumbnail is missing.
+    """
+    if not a.thumbs or not b.thumbs:
+        return math.inf
+
+    def cells(h: str) -> np.ndarray:
+        return np.frombuffer(bytes.fromhex(h), np.uint8).astype(np.int16).reshape(-1, 3)
+
+    ta, tb = [cells(h) for h in a.thumbs], [cells(h) for h in b.thumbs]
+    pairs = [(ta[0], t) for t in tb] + [(tb[0], t) for t in ta[1:]]
+    return min(
+        (float(np.abs(x - y).mean(axis=1).max()) for x, y in pairs if x.shape == y.shape), default=math.inf
+    )
+
+
 def crop_hashes(img: Image.Image, fractions: Sequence[float]) -> tuple[int, ...]:
     """pHashes of `img` cropped at each edge and corner by each fraction (8 per fraction)."""
     grey_img = img.convert("L")  # once, not per crop
@@ -391,6 +438,7 @@ def analyze_image(path: str | Path, params: AnalysisParams = AnalysisParams()) -
     stats.content_share = measured["content_share"]
     stats.phash = phash(img)
     stats.crop_hashes = crop_hashes(img, params.crop_fractions)
+    stats.thumbs = thumbnails(img, params.crop_fractions)
     return stats
 
 

@@ -610,3 +610,138 @@ def test_hamming_index_finds_exactly_what_brute_force_finds():
         assert found == brute_force_pairs(hashes, radius) and len(found) > 0
         assert (d <= radius).all()
     assert HammingIndex(hashes, radius=8).query(int(hashes[5]))[0] == (5, 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs nobody planned for
+
+
+def disc(
+    color: tuple[int, int, int], *, band: tuple[int, int, int] | None = None, size: int = 200
+) -> np.ndarray:
+    """A big filled circle with a dark outline on white (clip art): pHash sees only the outline."""
+    import cv2
+
+    img = np.full((size, size, 3), 255, np.uint8)
+    cv2.circle(img, (size // 2, size // 2), size * 2 // 5, color, -1)
+    cv2.circle(img, (size // 2, size // 2), size * 2 // 5, (20, 20, 20), 2)
+    return img
+
+
+def test_look_alikes_that_differ_in_colour_are_kept_in_one_split(tmp_path):
+    """Two discs (an orange smiley, a pink ball) and a drawing and its recolour have near pHashes:
+    not copies, so both are kept, but each pair shares a split; a real re-encode is still dropped."""
+    c = Crawl(tmp_path / "raw")
+    art = colorful(200, 200, seed=21)
+    # The same drawing recoloured: grey, plus a tint that leaves the luminance (what pHash sees) as it was.
+    tint = np.float32([60, -40, 48])  # 0.299 * 60 - 0.587 * 40 + 0.114 * 48 ~ 0
+    recolour = np.clip(grey(art) + tint, 0, 255).astype(np.uint8)
+    c.post("a/1.png", encode(disc((240, 160, 40))))  # orange
+    c.post("b/2.png", encode(disc((100, 180, 255))))  # light blue, about as bright
+    c.post("a/3.png", encode(art))
+    c.post("b/4.png", encode(recolour))
+    c.post("b/5.jpg", jpeg_again(encode(art), 85))  # a copy: dropped
+    filler = {f"a/{10 + i}.png": encode(colorful(180, 150, seed=50 + i)) for i in range(12)}
+    for rel, data in filler.items():
+        c.post(rel, data)
+    for salt in ("", "x", "y", "z"):
+        result = curate(c.root, tmp_path / f"out{salt}", small_cfg(f"split.salt={salt!r}"))
+        by_rel = {r["src_path"]: r for r in result.kept}
+        assert reasons(result) == {"b/5.jpg": "near_duplicate"}
+        assert by_rel["a/1.png"]["split"] == by_rel["b/2.png"]["split"]
+        assert by_rel["a/3.png"]["split"] == by_rel["b/4.png"]["split"]
+        assert by_rel["a/1.png"]["similar"] == 1 and "similar" not in by_rel["a/10.png"]
+    # With the colour check off, the pHash alone decides: the look-alikes are dropped as copies.
+    strict = curate(c.root, tmp_path / "strict", small_cfg("dedup.max_color_diff=null"))
+    assert sum(r["reason"] == "near_duplicate" for r in strict.rejected) == 3
+
+
+def test_small_coloured_drawing_on_a_big_page_is_not_low_saturation(tmp_path):
+    page = np.full((400, 400, 3), 255, np.uint8)
+    page[170:230, 160:240] = colorful(60, 80, seed=3)  # 3% of the page, all colour
+    (tmp_path / "small_drawing.png").write_bytes(encode(page))
+    s = analyze_image(tmp_path / "small_drawing.png")
+    assert s.content_share > 0.01 and s.color_share > 0.5
+    result = curate(tmp_path, tmp_path / "out", small_cfg())
+    assert [r["src_path"] for r in result.kept] == ["small_drawing.png"]
+
+
+def test_odd_files_animated_cmyk_16_bit_palette_and_names(tmp_path):
+    src = tmp_path / "plain"
+    src.mkdir()
+    frames = [Image.fromarray(colorful(160, 160, seed=s)) for s in (1, 2, 3)]
+    frames[0].save(src / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    Image.fromarray(colorful(160, 140, seed=4)).convert("CMYK").save(src / "cmyk.jpg", quality=90)
+    Image.fromarray(np.linspace(0, 65535, 160 * 160).reshape(160, 160).astype(np.uint16)).save(
+        src / "g16.png"
+    )
+    pal = Image.fromarray(colorful(160, 160, seed=5)).convert("P")
+    pal.save(src / "pal.png", transparency=0)
+    Image.fromarray(colorful(160, 160, seed=6)).save(src / "same name.png")
+    Image.fromarray(colorful(160, 160, seed=7)).save(src / "same name.webp")
+    Image.fromarray(colorful(160, 160, seed=8)).save(src / "ÜBER.PNG")
+    (src / "empty.jpg").write_bytes(b"")
+    (src / "page.jpg").write_bytes(b"<html>a Cloudflare page saved as .jpg</html>")
+    (src / "folder.png").mkdir()
+    os.symlink("gone.png", src / "dangling.png")
+    result = curate(tmp_path, tmp_path / "out", small_cfg())
+    assert reasons(result) == {
+        "plain/g16.png": "greyscale",
+        "plain/empty.jpg": "unreadable",
+        "plain/page.jpg": "unreadable",
+        "plain/dangling.png": "unreadable",
+    }
+    kept = {r["src_path"]: r for r in result.kept}
+    assert set(kept) == {
+        "plain/anim.gif",
+        "plain/cmyk.jpg",
+        "plain/pal.png",
+        "plain/same name.png",
+        "plain/same name.webp",
+        "plain/ÜBER.PNG",
+    }
+    assert len({r["id"] for r in result.kept}) == len(result.kept)  # ids unique without sidecars
+    assert (kept["plain/cmyk.jpg"]["width"], kept["plain/cmyk.jpg"]["height"]) == (140, 160)
+    assert all((tmp_path / "out" / r["path"]).is_file() for r in result.kept)
+
+
+def test_junk_in_sidecars_is_not_a_tag(tmp_path):
+    c = Crawl(tmp_path / "raw")
+    p = c.post("q/1.png", encode(colorful(150, 150, seed=1)))
+    p.with_suffix(".json").write_text(json.dumps({"id": 1, "tags": [1, {"a": 2}, None, "solo"]}))
+    p = c.post("q/2.png", encode(colorful(150, 150, seed=2)))
+    p.with_suffix(".json").write_text(json.dumps({"id": 2, "tags": "1girl  solo\tblue_hair"}))
+    result = curate(c.root, tmp_path / "out", small_cfg())
+    assert {r["id"]: r["tags"] for r in result.kept} == {1: ["solo"], 2: ["1girl", "blue_hair", "solo"]}
+
+
+def test_interrupted_run_leaves_the_old_manifest_and_keeps_what_it_measured(
+    crawl, tmp_path, monkeypatch, capsys
+):
+    import crawler.curate as curate_mod
+
+    dest = tmp_path / "out"
+    args = [str(crawl.root), "--out", str(dest), "--workers", "1", "--set", "pixels.min_short_side_px=64"]
+    assert main(args) == 0
+    before = (dest / "manifest.jsonl").read_bytes()
+    shutil.rmtree(dest / "images")
+    (dest / "cache.sqlite").unlink()
+    real = curate_mod.analyze_image
+    calls = []
+
+    def interrupted(path, params):
+        calls.append(path)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(path, params)
+
+    monkeypatch.setattr(curate_mod, "analyze_image", interrupted)
+    assert main(args) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert (dest / "manifest.jsonl").read_bytes() == before
+    assert not list(dest.glob(".*.tmp*"))
+    monkeypatch.setattr(curate_mod, "analyze_image", real)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert (dest / "manifest.jsonl").read_bytes() == before
+    assert "4 from cache" in capsys.readouterr().out
