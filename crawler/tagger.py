@@ -284,11 +284,17 @@ def read_caffemodel(path: str | os.PathLike) -> list[CaffeLayer]:
 
 
 def load_tag_list(path: str | os.PathLike) -> list[str]:
-    """tag_list.json (a JSON list of 1,539 names, i2v spelling) -> Safebooru spelling ("multiple_girls")."""
+    """tag_list.json (a JSON list of 1,539 names, i2v spelling; or the release's tag_list.json.gz as
+    downloaded) -> Safebooru spelling ("multiple_girls")."""
+    import gzip
+
     path = Path(path)
     try:
-        tags = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":  # gzip magic: the release ships tag_list.json.gz
+            raw = gzip.decompress(raw)
+        tags = json.loads(raw.decode("utf-8"))
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CaffeModelError(f"{path}: not a readable JSON tag list ({e})") from None
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise CaffeModelError(f"{path}: expected a JSON list of tag names")
@@ -427,15 +433,17 @@ class Illustration2Vec:
         """Read the .caffemodel once; `tags` defaults to tag_list.json beside it."""
         weights = Path(weights)
         tags_path = Path(tags) if tags else weights.with_name(I2V_TAGS_NAME)
+        if not tags and not tags_path.is_file() and weights.with_name(I2V_TAGS_NAME + ".gz").is_file():
+            tags_path = weights.with_name(I2V_TAGS_NAME + ".gz")  # as downloaded, not yet gunzipped
         if not weights.is_file():
             raise CaffeModelError(
                 f"{weights}: no such file. Download {I2V_WEIGHTS_NAME} and {I2V_TAGS_NAME} "
-                f"(tag_list.json.gz, gunzip it) from {I2V_RELEASES_URL} (v2.0.0)"
+                f"(as tag_list.json.gz) from {I2V_RELEASES_URL} (v2.0.0)"
             )
         if not tags_path.is_file():
             raise CaffeModelError(
-                f"{tags_path}: no tag list. Download {I2V_TAGS_NAME}.gz from {I2V_RELEASES_URL} (v2.0.0), "
-                "gunzip it next to the weights, or pass --i2v-tags"
+                f"{tags_path}: no tag list. Download {I2V_TAGS_NAME}.gz from {I2V_RELEASES_URL} (v2.0.0) "
+                "and put it next to the weights (gunzipped or not), or pass --i2v-tags"
             )
         tag_names = load_tag_list(tags_path)
         layers = read_caffemodel(weights)

@@ -9,6 +9,7 @@ comparing with a forward pass built from the same arrays with torch.nn.functiona
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -334,3 +335,14 @@ def test_filter_command_line_with_i2v(tmp_path, capsys):
     records = [json.loads(x) for x in (tmp_path / "out/manifest.jsonl").read_text().splitlines()]
     assert [r["tags"] for r in records] == [["solo"], ["solo"]]
     assert "2 kept" in capsys.readouterr().out
+
+
+def test_the_tag_list_as_downloaded_gzipped_is_found_beside_the_weights(model_files, tmp_path):
+    import gzip
+
+    model_path, tags_path, _ = model_files
+    weights = tmp_path / "illust2vec_tag_ver200.caffemodel"
+    os.link(model_path, weights)
+    (tmp_path / "tag_list.json.gz").write_bytes(gzip.compress(tags_path.read_bytes()))
+    i2v = Illustration2Vec.load(weights, device="cpu")
+    assert i2v.tags == Illustration2Vec.load(model_path, tags_path, device="cpu").tags
