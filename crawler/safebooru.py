@@ -18,6 +18,7 @@ Quirks of the live service handled here:
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
@@ -184,10 +185,13 @@ def post_from_record(record: dict, base_url: str = DEFAULT_BASE_URL) -> Post | N
     tags = record.get("tags") or ""
     if isinstance(tags, list):
         tags = " ".join(str(t) for t in tags)
+    tags = str(tags)
+    if "&" in tags:  # the JSON API sends tags HTML-escaped: hand_on_another&#039;s_head, :&lt;
+        tags = html.unescape(tags)
     return Post(
         id=post_id,
         md5=md5.strip().lower(),
-        tags=tuple(str(tags).split()),
+        tags=tuple(tags.split()),
         rating=normalize_rating(record.get("rating")),
         width=_int(record.get("width")) or 0,
         height=_int(record.get("height")) or 0,
@@ -212,12 +216,18 @@ def _page_from_records(records: list, base_url: str, count: int | None, offset: 
     return Page(tuple(posts), len(records), count, offset, min(ids) if ids else None)
 
 
+def _bytes(body: bytes | str) -> bytes:
+    data = body.encode() if isinstance(body, str) else body
+    return data[3:] if data.startswith(b"\xef\xbb\xbf") else data  # a UTF-8 byte-order mark
+
+
 def parse_xml_posts(body: bytes | str, base_url: str = DEFAULT_BASE_URL) -> Page:
     """Parse an XML answer: `<posts count offset><post .../></posts>`.
 
     Raises `ApiError` for `<response success="false" reason=...>`, `<error>`, and any document that is
-    not a post list (an empty `<comments/>` must not read as "no posts")."""
-    data = body.encode() if isinstance(body, str) else body
+    not a post list (an empty `<comments/>` must not read as "no posts"). Posts may carry their fields
+    as attributes (Safebooru, Gelbooru 0.2) or as child elements (gelbooru.com since 2019)."""
+    data = _bytes(body).lstrip()
     if b"<!DOCTYPE" in data[:1024] or b"<!ENTITY" in data:
         raise ApiError("refusing an XML answer with a DOCTYPE/ENTITY declaration")
     try:
@@ -232,7 +242,15 @@ def parse_xml_posts(body: bytes | str, base_url: str = DEFAULT_BASE_URL) -> Page
         raise ApiError((root.text or "").strip() or "error")
     if root.tag != "posts":
         raise ApiError(f"expected a <posts> list, got <{root.tag}>")
-    records = [dict(child.attrib) for child in root if child.tag == "post"]
+    records = []
+    for child in root:
+        if child.tag != "post":
+            continue
+        record = dict(child.attrib)
+        for field in child:  # <post><id>1</id><md5>...</md5>...</post>
+            if len(field) == 0 and field.tag not in record:
+                record[field.tag] = (field.text or "").strip()
+        records.append(record)
     return _page_from_records(
         records, base_url, _int(root.get("count"), None), _int(root.get("offset"), None)
     )
@@ -240,9 +258,9 @@ def parse_xml_posts(body: bytes | str, base_url: str = DEFAULT_BASE_URL) -> Page
 
 def parse_json_posts(body: bytes | str, base_url: str = DEFAULT_BASE_URL) -> Page:
     """Parse a JSON answer (`json=1`). An empty body is an empty page; an XML body (the service's
-    errors ignore `json=1`) is parsed as XML, so its errors raise `ApiError`."""
-    data = body.encode() if isinstance(body, str) else body
-    data = data.strip()
+    errors ignore `json=1`) is parsed as XML, so its errors raise `ApiError`. gelbooru.com's form
+    (`{"@attributes": {...}, "post": [...]}`) is read too, and its error objects raise."""
+    data = _bytes(body).strip()
     if not data:
         return Page((), 0)
     if data.startswith(b"<"):
@@ -253,6 +271,11 @@ def parse_json_posts(body: bytes | str, base_url: str = DEFAULT_BASE_URL) -> Pag
         raise ApiError(f"answer is not JSON ({err}): {data[:80]!r}") from None
     count = offset = None
     if isinstance(decoded, dict):  # gelbooru.com style: {"@attributes": {...}, "post": [...]}
+        if "id" not in decoded and "post" not in decoded and "@attributes" not in decoded:
+            reason = next((str(decoded[k]) for k in ("message", "reason", "error") if decoded.get(k)), None)
+            raise ApiError(
+                reason or f"expected a list of posts, got an object with keys {sorted(decoded)[:8]}"
+            )
         attrs = decoded.get("@attributes") or {}
         count, offset = _int(attrs.get("count"), None), _int(attrs.get("offset"), None)
         decoded = [decoded] if "id" in decoded else (decoded.get("post") or [])
@@ -265,7 +288,7 @@ def parse_json_posts(body: bytes | str, base_url: str = DEFAULT_BASE_URL) -> Pag
 
 def parse_posts(body: bytes | str, base_url: str = DEFAULT_BASE_URL) -> Page:
     """Parse a post-list answer in either format (sniffed: the service may answer XML to `json=1`)."""
-    data = body.encode() if isinstance(body, str) else body
+    data = _bytes(body)
     if data.lstrip()[:1] == b"<":
         return parse_xml_posts(data, base_url)
     return parse_json_posts(data, base_url)
@@ -340,9 +363,11 @@ def iter_pages(
     segment_seen = 0
     last_id: int | None = None
     empty_tries = error_tries = 0
+    after_short = False
     while True:
         if last_id is not None and pid * page_size + page_size > offset_cap:
             keyset, pid, segment_total, segment_seen = last_id, 0, None, 0
+            after_short = False
             listing.keyset_switches += 1
         tags = f"{base_tags} id:<{keyset}".strip() if keyset is not None else base_tags
         body = fetch(api_url(base_url, tags, pid, page_size, fmt))
@@ -366,6 +391,8 @@ def iter_pages(
             if listing.total is None:
                 listing.total = page.count
         if page.records == 0:
+            if after_short:
+                return
             unfinished = segment_total is None or segment_seen < segment_total
             if unfinished and empty_tries < empty_retries:
                 empty_tries += 1
@@ -386,8 +413,12 @@ def iter_pages(
             last_id = page.last_id if last_id is None else min(last_id, page.last_id)
         if segment_total is not None and segment_seen >= segment_total:
             return
-        if segment_total is None and page.records < page_size:
+        short = page.records < page_size
+        if short and segment_total is None:
             return
+        # a short page before `count` is reached: the count was stale, or the server pages by fewer
+        # than asked; go on, but an empty page after it is the end (no retries)
+        after_short = short
         pid += 1
 
 

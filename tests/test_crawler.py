@@ -555,3 +555,88 @@ def test_post_is_frozen():
     post = Post(1, "0" * 32, ("a",), "general", 1, 1, "http://x/images/1/a.png", "", None)
     with pytest.raises(AttributeError):
         post.id = 2  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------------------------------
+# Variants of the answers the live services send (beyond the recorded fixtures)
+
+
+def test_json_tags_are_html_unescaped_like_the_live_json_api_sends_them():
+    record = {"id": 5, "hash": "a" * 32, "directory": 1, "image": "x.png",
+              "tags": "hand_on_another&#039;s_head :&lt; luck_&amp;_logic 1girl"}  # fmt: skip
+    page = parse_json_posts(json.dumps([record]))
+    assert page.posts[0].tags == ("hand_on_another's_head", ":<", "luck_&_logic", "1girl")
+    # the XML form is decoded by the XML parser already; a second unescape changes nothing
+    xml_page = parse_xml_posts(fixture("gelbooru_com_results_2017.xml"))
+    assert "luck_&_logic" in xml_page.posts[2].tags
+
+
+def test_a_byte_order_mark_does_not_break_either_format():
+    bom = b"\xef\xbb\xbf"
+    assert parse_posts(bom + fixture("safebooru_post_2025.json")).posts[0].id == 6077620
+    assert parse_posts(bom + fixture("gelbooru_com_results_2017.xml")).records == 20
+    with pytest.raises(ApiError, match="API limited"):
+        parse_posts(bom + fixture("safebooru_deep_page_error.xml"))
+
+
+def test_gelbooru_json_object_form_and_error_objects():
+    post = json.loads(fixture("safebooru_post_2025.json"))[0]
+    wrapped = {"@attributes": {"limit": 100, "offset": 0, "count": 1}, "post": [post]}
+    page = parse_posts(json.dumps(wrapped))
+    assert page.count == 1 and [p.id for p in page.posts] == [6077620]
+    empty = parse_posts(json.dumps({"@attributes": {"limit": 100, "offset": 0, "count": 0}}))
+    assert empty.records == 0 and empty.count == 0
+    for body, reason in (
+        ({"success": False, "message": "Search is overloaded"}, "overloaded"),
+        ({"error": "Missing authentication"}, "Missing authentication"),
+        ({}, "expected a list of posts"),
+    ):
+        with pytest.raises(ApiError, match=reason):
+            parse_posts(json.dumps(body))
+
+
+def test_xml_posts_with_child_elements_like_gelbooru_com_since_2019():
+    body = b"""<?xml version="1.0" encoding="UTF-8"?>
+<posts limit="1" offset="0" count="246448"><post><id>7956269</id><score>0</score><width>1417</width>
+<height>1417</height><md5>803d299be841d0d4da46bda2ffca5343</md5><directory>80/3d</directory>
+<image>803d299be841d0d4da46bda2ffca5343.png</image><rating>general</rating>
+<source>https://itukai.tumblr.com/post/701782109617094656</source>
+<tags> 1boy 1girl :| ankle_socks </tags>
+<file_url>https://img3.gelbooru.com/images/80/3d/803d299be841d0d4da46bda2ffca5343.png</file_url></post></posts>"""
+    page = parse_xml_posts(body, "https://gelbooru.com")
+    (post,) = page.posts
+    assert page.count == 246448 and post.id == 7956269 and post.md5 == "803d299be841d0d4da46bda2ffca5343"
+    assert post.file_url.endswith("/images/80/3d/803d299be841d0d4da46bda2ffca5343.png")
+    assert post.tags == ("1boy", "1girl", ":|", "ankle_socks") and (post.width, post.height) == (1417, 1417)
+    no_url = body.replace(b"<file_url>", b"<x>").replace(b"</file_url>", b"</x>")
+    assert parse_xml_posts(no_url, "https://gelbooru.com").posts[0].file_url == (
+        "https://gelbooru.com/images/80/3d/803d299be841d0d4da46bda2ffca5343.png"
+    )
+
+
+def test_a_stale_count_costs_one_request_not_retries():
+    class StaleCount(FakeApi):  # `count` says 300, the listing holds 250
+        def __call__(self, url):
+            return super().__call__(url).replace(b'count="250"', b'count="300"')
+
+    api = StaleCount(range(1, 251))
+    slept: list[float] = []
+    listing = Listing()
+    ids = [p.id for p in iter_posts(api, "a", listing=listing, sleep=slept.append)]
+    assert ids == list(range(250, 0, -1)) and len(api.urls) == 4 and slept == []
+    assert listing.empty_retries == 0
+
+
+def test_a_server_that_pages_by_fewer_than_asked_is_still_listed_to_the_end():
+    class SmallPages(FakeApi):  # answers 40 a page whatever `limit` says (pid counts its own pages)
+        def __call__(self, url):
+            url = url.replace("limit=100", "limit=40")
+            return super().__call__(url)
+
+    api = SmallPages(range(1, 101))
+    assert [p.id for p in iter_posts(api, "a", sleep=no_sleep)] == list(range(100, 0, -1))
+
+
+def test_retry_after_in_fractional_seconds():
+    assert parse_retry_after("1.5") == 1.5
+    assert parse_retry_after("inf") is None and parse_retry_after("nan") is None
