@@ -7,10 +7,13 @@ No torch import here (nor anywhere in `crawler/`): the crawler must start fast, 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
 
 def _positive_float(text: str) -> float:
     value = float(text)
@@ -121,6 +124,13 @@ def _crawl(args: argparse.Namespace) -> int:
         page_retry_delay_s=min(0.5, args.backoff_s),
         progress=not args.no_progress,
     )
+
+    def stop_on_sigterm(signum, frame):  # `kill` and service managers stop the crawl like Ctrl-C does
+        raise KeyboardInterrupt
+
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding program)
+        previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         summary = crawl(queries, args.out, options)
     except KeyboardInterrupt:
@@ -129,6 +139,9 @@ def _crawl(args: argparse.Namespace) -> int:
     except (RuntimeError, ValueError, OSError) as err:
         print(f"crawler crawl: {err}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     print(summary.format())
     if summary.stopped:
         print(summary.stopped, file=sys.stderr)

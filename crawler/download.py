@@ -14,19 +14,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import io
 import os
 import random
+import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from PIL import Image
@@ -34,6 +36,7 @@ from PIL import Image
 T = TypeVar("T")
 
 USER_AGENT = "lineart-colorizer-crawler/0.1 (+https://github.com/; polite: rate-limited, resumable)"
+MAX_REDIRECTS = 5
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 _CHUNK_BYTES = 256 * 1024
 _PILLOW_LOCK = threading.Lock()
@@ -64,14 +67,37 @@ class CloudflareChallenge(CrawlStopped):
         self.status = status
 
 
+class ServerAsksToWait(CrawlStopped):
+    def __init__(self, url: str, status: int, seconds: float):
+        hours = f" ({seconds / 3600:.1f} h)" if seconds >= 3600 else ""
+        super().__init__(
+            f"stopped: the server answered HTTP {status} with Retry-After {seconds:.0f} s{hours} for {url}. "
+            "The crawl stopped instead of waiting that long or ignoring it; re-run the same command later "
+            "(it resumes where it stopped), with a lower --rate."
+        )
+        self.url = url
+        self.status = status
+        self.seconds = seconds
+
+
 class FetchError(Exception):
     """A request that failed; `retryable` says whether trying again can help."""
 
-    def __init__(self, reason: str, *, retryable: bool, retry_after_s: float | None = None):
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retryable: bool,
+        retry_after_s: float | None = None,
+        throttled: bool = False,
+        status: int | None = None,
+    ):
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+        self.throttled = throttled  # 429 / 503: the server says the client is too fast (all threads wait)
+        self.status = status
 
 
 class GaveUp(Exception):
@@ -162,6 +188,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
     if value.isdigit():
         return float(value)
+    try:  # not in the RFC, but some servers send "1.5"
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if 0 <= seconds < float("inf") else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -264,18 +296,24 @@ class HttpClient:
         retry: RetryPolicy = RetryPolicy(),
         *,
         timeout_s: tuple[float, float] = (10.0, 60.0),
+        body_timeout_s: float = 300.0,
         user_agent: str = USER_AGENT,
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.limiter = limiter
         self.retry = retry
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # (connect, between two reads)
+        self.body_timeout_s = body_timeout_s  # a whole answer (a server that trickles bytes forever)
         self.user_agent = user_agent
         self._sleep = sleep
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
         self._proxy_cache: dict[str, dict[str, str]] = {}
+        self._watch_lock = threading.Lock()
+        self._watched: dict[int, tuple[float, requests.Response]] = {}
+        self._watchdog: threading.Thread | None = None
+        self._closed = False
         self.stopped: CrawlStopped | None = None
         self.requests_sent = 0
         self._count_lock = threading.Lock()
@@ -305,6 +343,7 @@ class HttpClient:
         return proxies
 
     def close(self) -> None:
+        self._closed = True
         with self._sessions_lock:
             for s in self._sessions:
                 s.close()
@@ -314,20 +353,14 @@ class HttpClient:
         """GET `url` and hand the 200 response to `read`; returns `(read's result, attempts)`.
 
         Retries what can succeed later. Raises GaveUp when attempts run out or a failure is final,
-        CloudflareChallenge (and stops every thread) on a challenge page."""
+        CrawlStopped (and stops every thread) on a Cloudflare challenge or a Retry-After too long to
+        wait. Redirects are followed here (at most `MAX_REDIRECTS`, http(s) only), each hop through
+        the rate limiter like any request."""
         last = "no attempt"
         for attempt in range(1, self.retry.attempts + 1):
-            if self.stopped is not None:
-                raise self.stopped
-            self.limiter.acquire()
-            if self.stopped is not None:
-                raise self.stopped
-            with self._count_lock:
-                self.requests_sent += 1
+            throttled = False
             try:
-                proxies = self._proxies_for(url)
-                with self.session().get(url, stream=True, timeout=self.timeout_s, proxies=proxies) as resp:
-                    self._check_status(url, resp)
+                with self._get(url) as resp:
                     return read(resp), attempt
             except CrawlStopped as err:
                 if self.stopped is None:
@@ -335,6 +368,12 @@ class HttpClient:
                 raise
             except FetchError as err:
                 last, retryable, retry_after = err.reason, err.retryable, err.retry_after_s
+                throttled = err.throttled
+                if retry_after is not None and retry_after > self.retry.max_retry_after_s:
+                    stop = ServerAsksToWait(url, err.status or 0, retry_after)
+                    if self.stopped is None:
+                        self.stopped = stop
+                    raise self.stopped from None
             except requests.Timeout as err:
                 last, retryable, retry_after = f"timeout ({type(err).__name__})", True, None
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
@@ -343,13 +382,82 @@ class HttpClient:
                 last, retryable, retry_after = f"request failed ({_short(err)})", False, None
             if not retryable or attempt == self.retry.attempts:
                 raise GaveUp(last, attempt)
-            if retry_after is not None:
-                if retry_after > self.retry.max_retry_after_s:
-                    raise GaveUp(f"{last}; server asks to wait {retry_after:.0f} s", attempt)
-                self.limiter.pause_for(retry_after)  # every thread waits: the server asked
+            if retry_after:  # every thread waits: the server asked
+                self.limiter.pause_for(retry_after)
+            elif throttled:  # "too fast" without a Retry-After (or 0): every thread backs off
+                self.limiter.pause_for(self.retry.delay_s(attempt))
             else:
                 self._sleep(self.retry.delay_s(attempt))
         raise GaveUp(last, self.retry.attempts)  # pragma: no cover - the loop returns or raises
+
+    @contextlib.contextmanager
+    def _get(self, url: str) -> Iterator[requests.Response]:
+        """One rate-limited GET, redirects followed by hand; yields the checked 200 response."""
+        for _hop in range(MAX_REDIRECTS + 1):
+            if self.stopped is not None:
+                raise self.stopped
+            self.limiter.acquire()
+            if self.stopped is not None:
+                raise self.stopped
+            with self._count_lock:
+                self.requests_sent += 1
+            resp = self.session().get(
+                url,
+                stream=True,
+                timeout=self.timeout_s,
+                proxies=self._proxies_for(url),
+                allow_redirects=False,
+            )
+            with resp:
+                location = resp.headers.get("Location") if resp.is_redirect else None
+                if location is None:
+                    self._check_status(url, resp)
+                    deadline = time.monotonic() + self.body_timeout_s
+                    resp.deadline = deadline  # type: ignore[attr-defined]
+                    self._watch(resp, deadline)
+                    try:
+                        yield resp
+                    except requests.RequestException:
+                        if getattr(resp, "timed_out", False):
+                            raise FetchError(
+                                f"timeout: the answer took more than {self.body_timeout_s:g} s",
+                                retryable=True,
+                            ) from None
+                        raise
+                    finally:
+                        self._unwatch(resp)
+                    return
+            target = urljoin(url, location.strip())
+            if urlsplit(target).scheme not in ("http", "https"):
+                raise FetchError(f"redirect to a non-HTTP address: {_short_text(target)}", retryable=False)
+            url = target
+        raise FetchError(f"more than {MAX_REDIRECTS} redirects (last: {_short_text(url)})", retryable=False)
+
+    def _watch(self, resp: requests.Response, deadline: float) -> None:
+        """Close `resp`'s socket if its body is still arriving at `deadline`: the read timeout bounds
+        each wait for bytes, not a server that trickles one byte at a time."""
+        with self._watch_lock:
+            self._watched[id(resp)] = (deadline, resp)
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch_loop, name="http-watchdog", daemon=True)
+                self._watchdog.start()
+
+    def _unwatch(self, resp: requests.Response) -> None:
+        with self._watch_lock:
+            self._watched.pop(id(resp), None)
+
+    def _watch_loop(self) -> None:
+        period = min(1.0, max(0.05, self.body_timeout_s / 4))
+        while not self._closed:
+            time.sleep(period)
+            now = time.monotonic()
+            with self._watch_lock:
+                overdue = [r for d, r in self._watched.values() if d < now]
+            for resp in overdue:
+                resp.timed_out = True  # type: ignore[attr-defined]
+                sock = getattr(getattr(resp.raw, "_connection", None), "sock", None)
+                with contextlib.suppress(OSError, AttributeError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in recv()
 
     def _check_status(self, url: str, resp: requests.Response) -> None:
         status = resp.status_code
@@ -366,8 +474,14 @@ class HttpClient:
             return
         if status in RETRY_STATUSES:
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            raise FetchError(f"HTTP {status}", retryable=True, retry_after_s=retry_after)
-        raise FetchError(f"HTTP {status}", retryable=False)
+            raise FetchError(
+                f"HTTP {status}",
+                retryable=True,
+                retry_after_s=retry_after,
+                throttled=status in (429, 503),
+                status=status,
+            )
+        raise FetchError(f"HTTP {status}", retryable=False, status=status)
 
     # conveniences ------------------------------------------------------------------------------------
 
@@ -400,6 +514,7 @@ class HttpClient:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
             try:
                 for chunk in resp.iter_content(_CHUNK_BYTES):
+                    _check_deadline(resp)
                     size += len(chunk)
                     if size > max_bytes:
                         raise FetchError(
@@ -443,10 +558,17 @@ def _check_body(body: Path | bytes, resp: requests.Response) -> tuple[str, int, 
         raise
 
 
+def _check_deadline(resp: requests.Response) -> None:
+    deadline = getattr(resp, "deadline", None)
+    if deadline is not None and time.monotonic() > deadline:
+        raise FetchError("timeout: the answer took too long to arrive (trickling)", retryable=True)
+
+
 def _read_capped(resp: requests.Response, max_bytes: int) -> bytes:
     chunks = []
     size = 0
     for chunk in resp.iter_content(65536):
+        _check_deadline(resp)
         chunks.append(chunk)
         size += len(chunk)
         if size >= max_bytes:
@@ -455,5 +577,8 @@ def _read_capped(resp: requests.Response, max_bytes: int) -> bytes:
 
 
 def _short(err: Exception) -> str:
-    text = str(err)
+    return _short_text(str(err))
+
+
+def _short_text(text: str) -> str:
     return text if len(text) < 160 else text[:157] + "..."

@@ -151,21 +151,11 @@ def sidecar_dict(post: Post, query: str, file: str) -> dict:
 
 
 def write_sidecar(folder: Path, post: Post, query: str, file: str) -> Path:
-    """Write `<id>.json`. A new sidecar is created exclusively in one write (a kill leaves it absent or
-    empty, and the archive row that marks the post done is committed after it); an existing one is
-    replaced atomically (temporary file, then rename)."""
+    """Write `<id>.json` atomically (a temporary file, then a rename): a kill leaves the old sidecar or
+    the new one, never a half-written one under the final name."""
     path = folder / f"{post.id}.json"
     data = json.dumps(sidecar_dict(post, query, file), ensure_ascii=False)  # no indent: C encoder
-    encoded = data.encode("utf-8", "surrogateescape")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:
-        _atomic_write(path, encoded)
-        return path
-    try:
-        os.write(fd, encoded)
-    finally:
-        os.close(fd)
+    _atomic_write(path, data.encode("utf-8", "surrogateescape"))
     return path
 
 
@@ -207,5 +197,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
     # no fsync: a killed process loses nothing written to the page cache, and sidecars are rewritten
     # from the archive on the next run if a power cut takes one
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
     os.replace(tmp, path)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import json
+import re
 import socket
 import threading
 import time
@@ -320,7 +321,10 @@ class LocalBooru:
         arrived = time.time()
         if self.faults.latency_s:
             time.sleep(self.faults.latency_s)
-        parts = urlsplit(h.path)
+        # like the real web server, `//images/...` is `/images/...` (the XML answers carry such URLs,
+        # and a raw `//x` would read as a host name)
+        raw_path, sep, raw_query = h.path.partition("?")
+        parts = urlsplit(re.sub(r"/{2,}", "/", raw_path) + sep + raw_query)
         kind = (
             "api" if parts.path == "/index.php" else "file" if parts.path.startswith("/images/") else "other"
         )

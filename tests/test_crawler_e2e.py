@@ -115,6 +115,12 @@ def test_kill_9_mid_crawl_then_resume(tmp_path):
         assert proc.returncode == -signal.SIGKILL
         complete = len(list(folder.glob("*.png")))
         assert 15 <= complete < 120, "the crawl should have been killed in the middle"
+        # nothing half-written under a final name: every image is whole, every sidecar parses
+        for path in folder.iterdir():
+            if path.suffix == ".png":
+                assert hashlib.md5(path.read_bytes()).hexdigest() == catalog.by_id[int(path.stem)].md5
+            elif path.suffix == ".json":
+                assert json.loads(path.read_text())["id"] == int(path.stem)
         time.sleep(0.2)  # answers already in flight to the killed process reach the server's log
         before = len(file_requests(booru))
 
@@ -367,3 +373,176 @@ def test_serve_local_and_crawl_from_the_command_line(gallery, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "20 new" in r.stdout and "10 linked" in r.stdout and "0 failed" in r.stdout
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["red+round", "round"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Hostile HTTP: redirects, trickling bodies, throttling without Retry-After, a Retry-After of hours
+
+
+class Hostile:
+    """A tiny HTTP server whose paths misbehave on purpose (see `handle`)."""
+
+    def __init__(self, image: bytes):
+        import http.server
+        import socketserver
+        import threading
+
+        self.image = image
+        self.hits: list[tuple[float, str]] = []
+        self.throttle_left = 2
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                outer.hits.append((time.monotonic(), self.path))
+                outer.handle(self)
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def send(self, h, status, body=b"", headers=()):
+        h.send_response(status)
+        for k, v in headers:
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    def handle(self, h):
+        path = h.path
+        if path == "/img.png":
+            self.send(h, 200, self.image, [("Content-Type", "image/png")])
+        elif path == "/hop":
+            self.send(h, 302, headers=[("Location", "/hop2")])
+        elif path == "/hop2":
+            self.send(h, 301, headers=[("Location", f"{self.url}/img.png")])
+        elif path.startswith("/loop"):
+            n = int(path[5:] or 0)
+            self.send(h, 302, headers=[("Location", f"/loop{n + 1}")])
+        elif path == "/file-scheme":
+            self.send(h, 302, headers=[("Location", "file:///etc/passwd")])
+        elif path == "/trickle":
+            h.send_response(200)
+            h.send_header("Content-Type", "image/png")
+            h.send_header("Content-Length", str(len(self.image)))
+            h.end_headers()
+            try:
+                for byte in self.image:
+                    h.wfile.write(bytes([byte]))
+                    h.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+        elif path == "/throttled":
+            if self.throttle_left > 0:
+                self.throttle_left -= 1
+                self.send(h, 429, b"slow down")
+            else:
+                self.send(h, 200, self.image, [("Content-Type", "image/png")])
+        elif path == "/hours":
+            self.send(h, 429, b"come back tomorrow", [("Retry-After", "86400")])
+        else:
+            self.send(h, 404, b"no")
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def hostile():
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (9, 7), (10, 200, 30)).save(buf, "PNG")
+    server = Hostile(buf.getvalue())
+    yield server
+    server.close()
+
+
+def _client(**kw):
+    from crawler.download import HttpClient, RateLimiter
+
+    return HttpClient(RateLimiter(kw.pop("rate", 0)), kw.pop("retry", FAST_RETRY), **kw)
+
+
+def test_redirects_are_followed_through_the_rate_limit_and_bounded(hostile, tmp_path):
+    from crawler.download import MAX_REDIRECTS, GaveUp
+
+    md5 = hashlib.md5(hostile.image).hexdigest()
+    client = _client()
+    part = tmp_path / "1.part"
+    result = client.download_file(f"{hostile.url}/hop", md5, part, 1 << 20)
+    assert result.extension == "png" and part.read_bytes() == hostile.image
+    assert client.requests_sent == 3  # every hop is a request the rate limit counts
+    hostile.hits.clear()
+    with pytest.raises(GaveUp, match="redirects") as err:
+        client.download_file(f"{hostile.url}/loop", md5, part, 1 << 20)
+    assert err.value.attempts == 1 and len(hostile.hits) == MAX_REDIRECTS + 1  # not retried, not 30 hops
+    with pytest.raises(GaveUp, match="non-HTTP"):
+        client.download_file(f"{hostile.url}/file-scheme", md5, part, 1 << 20)
+    assert not part.exists()
+    client.close()
+
+
+def test_a_trickling_body_times_out_as_a_whole(hostile, tmp_path):
+    from crawler.download import GaveUp, RetryPolicy
+
+    client = _client(retry=RetryPolicy(attempts=1), body_timeout_s=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(GaveUp, match="timeout"):
+        client.download_file(f"{hostile.url}/trickle", "0" * 32, tmp_path / "1.part", 1 << 20)
+    assert time.monotonic() - t0 < 3  # the read timeout (60 s) alone would never fire
+    assert not (tmp_path / "1.part").exists()
+    client.close()
+
+
+def test_429_without_retry_after_holds_back_every_thread(hostile, tmp_path):
+    import threading
+
+    from crawler.download import RetryPolicy
+
+    client = _client(retry=RetryPolicy(attempts=4, base_s=0.4, max_delay_s=1, jitter=0))
+    md5 = hashlib.md5(hostile.image).hexdigest()
+    other = threading.Thread(
+        target=lambda: (time.sleep(0.1), client.download_file(f"{hostile.url}/img.png", md5, tmp_path / "2.part", 1 << 20))
+    )  # fmt: skip
+    other.start()
+    client.download_file(f"{hostile.url}/throttled", md5, tmp_path / "1.part", 1 << 20)
+    other.join()
+    throttled = [t for t, p in hostile.hits if p == "/throttled"]
+    (second,) = [t for t, p in hostile.hits if p == "/img.png"]
+    assert len(throttled) == 3 and throttled[1] - throttled[0] >= 0.38 and throttled[2] - throttled[1] >= 0.78
+    assert second - throttled[0] >= 0.38  # the other thread waited out the back-off too
+    client.close()
+
+
+def test_a_retry_after_of_hours_stops_the_crawl_with_a_clear_message(gallery, tmp_path, capsys):
+    catalog = Catalog.from_folder(gallery)
+    with LocalBooru(catalog, Faults(throttle=1, retry_after="86400")) as booru:
+        code = main(["crawl", "round", "--out", str(tmp_path / "out"), "--base-url", booru.url, "--rate", "0",
+                     "--no-progress"])  # fmt: skip
+        assert len(booru.requests("file")) <= 4  # what the workers had in flight; no hammering
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "Retry-After 86400 s" in err and "re-run" in err and "Traceback" not in err
+    assert not list((tmp_path / "out" / "round").glob("*.part"))
+
+
+def test_local_server_accepts_doubled_slashes_like_the_real_one(gallery):
+    catalog = Catalog.from_folder(gallery)
+    with LocalBooru(catalog) as booru:
+        xml = requests.get(f"{booru.url}/index.php?page=dapi&s=post&q=index&tags=all&limit=1", timeout=5).text
+        url = xml.split('file_url="')[1].split('"')[0]
+        assert "//images/" in url and "?" in url  # what the client must clean (gallery-dl does not)
+        image = requests.get(url, timeout=5)
+        assert image.status_code == 200 and hashlib.md5(image.content).hexdigest() == catalog.posts[0].md5
