@@ -132,6 +132,9 @@ class DedupConfig:
     # (0..255; copies measure 2 or less, recolours and look-alikes 18+). Matches that differ more are
     # kept, in one split. null: the pHash alone decides.
     max_color_diff: float | None = 10.0
+    # Look-alikes (pHash-near, colours differ) share a split up to this pHash distance. Not the full
+    # max_distance: at 8 bits, small drawings on white pages and flags chain into large groups.
+    lookalike_distance: int = 6
 
 
 @dataclass(frozen=True)
@@ -296,6 +299,8 @@ def validate(cfg: CurateConfig) -> CurateConfig:
         raise ConfigError(f"pixels.aspect_range: need 0 < min <= max, got {list(cfg.pixels.aspect_range)}")
     if cfg.dedup.max_color_diff is not None and cfg.dedup.max_color_diff < 0:
         raise ConfigError("dedup.max_color_diff: at least 0, or null to trust the pHash alone")
+    if not 0 <= cfg.dedup.lookalike_distance < 64:
+        raise ConfigError(f"dedup.lookalike_distance: 0..63 bits, got {cfg.dedup.lookalike_distance}")
     if not 0 <= cfg.dedup.max_distance < 64:
         raise ConfigError(f"dedup.max_distance: bits of a 64-bit hash, 0..63, got {cfg.dedup.max_distance}")
     if any(not 0 < f < 0.5 for f in cfg.dedup.crop_fractions):
@@ -887,30 +892,31 @@ def _near_duplicates(
                     distance=closest.get(i),
                 )
             )
-    # Every pHash-near pair (copies or not) links its survivors: one group, one split.
+    # Look-alikes link their survivors: one group, one split.
     survivors = sorted(set(survivor_of.values()))
     index_of = {s: k for k, s in enumerate(survivors)}
     link_a, link_b = [], []
-    for i, j, _ in pairs:
+    for i, j, dist in pairs:
         si, sj = survivor_of[i], survivor_of[j]
-        if si != sj:
+        if si != sj and dist <= cfg.dedup.lookalike_distance:
             link_a.append(index_of[si])
             link_b.append(index_of[sj])
     linked: dict[int, list[Candidate]] = defaultdict(list)
     for k, label in enumerate(group_labels(len(survivors), link_a, link_b)):
         linked[label].append(alive[survivors[k]])
-    n_similar = 0
+    n_similar, largest = 0, 0
     for members in linked.values():
         if len(members) > 1:
             key = min(c.stats.md5 for c in members)
             for c in members:
                 c.split_key, c.similar = key, len(members) - 1
             n_similar += len(members)
+            largest = max(largest, len(members))
     if n_similar:
         notes.append(
             f"{n_similar} kept images look alike in outline but not in colour (recolours, variants, "
-            f"or pictures of the same shape): each such group shares one split ('similar' in the manifest; "
-            f"dedup.max_color_diff decides)"
+            f"or pictures of the same shape; largest group {largest}): each group shares one split "
+            f"('similar' in the manifest; dedup.max_color_diff and dedup.lookalike_distance decide)"
         )
     return sorted((alive[s] for s in survivors), key=lambda c: c.entry.rel)
 

@@ -651,6 +651,8 @@ def test_look_alikes_that_differ_in_colour_are_kept_in_one_split(tmp_path):
         assert by_rel["a/1.png"]["split"] == by_rel["b/2.png"]["split"]
         assert by_rel["a/3.png"]["split"] == by_rel["b/4.png"]["split"]
         assert by_rel["a/1.png"]["similar"] == 1 and "similar" not in by_rel["a/10.png"]
+    unlinked = curate(c.root, tmp_path / "unlinked", small_cfg("dedup.lookalike_distance=0"))
+    assert len(unlinked.kept) == len(result.kept) and not any("similar" in r for r in unlinked.kept)
     # With the colour check off, the pHash alone decides: the look-alikes are dropped as copies.
     strict = curate(c.root, tmp_path / "strict", small_cfg("dedup.max_color_diff=null"))
     assert sum(r["reason"] == "near_duplicate" for r in strict.rejected) == 3
