@@ -82,6 +82,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         limit=args.limit,
         fid_weights=args.fid_weights,
+        baseline=args.baseline,
+        mean_from=args.mean_from,
     )
     print(format_report(report))
     print(f"report: {args.out}/report.json, grid: {args.out}/grid.png")
@@ -185,12 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score one model (or an ensemble: repeat --model) on held-out images with fixed, repeatable "
         "hints; or, with --lineart, color a folder of real line art into a grid (no targets, no scores).",
     )
-    p.add_argument(
-        "--model", required=True, action="append", metavar="DIR", help="exported model (repeatable)"
-    )
+    p.add_argument("--model", action="append", default=[], metavar="DIR", help="exported model (repeatable)")
+    p.add_argument("--baseline", choices=["lineart", "mean-color"],
+                   help="score a yardstick instead of a model: the line art itself, or the mean training color")  # fmt: skip
+    p.add_argument("--mean-from", metavar="SOURCE",
+                   help="manifest or folder whose train images give the mean color (default: --data's train split)")  # fmt: skip
     p.add_argument("--data", help="manifest.jsonl or folder of color images (the targets)")
     p.add_argument("--split", default="test", help="manifest split (default test)")
-    p.add_argument("--lineart", help="folder of real line art (grid only)")
+    p.add_argument("--lineart", help="folder of real line art: alone, a grid only; with --data, the line art of "
+                   "each target (paired by file name) instead of XDoG")  # fmt: skip
     p.add_argument("--out", default="eval", help="folder for report.json and grid.png (default eval/)")
     p.add_argument("--size", type=int, default=256, help="longer side of the evaluated images (default 256)")
     p.add_argument("--hints", default=None, help="hint counts, comma-separated (default 0,4,16,64)")

@@ -3,6 +3,13 @@
     colorizer evaluate --model weights/ --data data/curated/manifest.jsonl --split test --out eval/
     colorizer evaluate --model a/ --model b/ --data DIR_OF_COLOR_IMAGES --out eval/      # an ensemble
     colorizer evaluate --model weights/ --lineart DIR_OF_REAL_LINE_ART --out eval/      # grid only
+    colorizer evaluate --model weights/ --lineart black/ --data color/ --out eval/      # real pairs, scored
+    colorizer evaluate --baseline mean-color --data data/curated/manifest.jsonl --out eval/mean   # baselines
+
+With `--lineart` and `--data` together the line art is the artists' own (paired with its color target by
+file name: `black/x.png` <-> `color/x.png`) instead of XDoG. Baselines go through the same code: `lineart`
+(the line art itself as the output) and `mean-color` (the mean color of the training images everywhere, the
+line art multiplied over it; taken from the manifest's train split, or from `--mean-from`).
 
 For each target image (its longer side scaled to `--size`): line art by XDoG (sigma 0.5, the literature's
 setting), then the model with 0, 4, 16 and 64 hints of the target's true color at random points (a fixed
@@ -39,6 +46,68 @@ from colorizer.lineart import xdog
 log = logging.getLogger(__name__)
 
 HINT_COUNTS = (0, 4, 16, 64)
+BASELINES = ("lineart", "mean-color")
+
+
+class Baseline:
+    """A stand-in for a model that ignores hints: the yardsticks a trained model must beat."""
+
+    multiple = 1
+    device = torch.device("cpu")
+
+    def __init__(self, kind: str, mean_rgb: np.ndarray | None = None, soften_sigma_px: float = 0.75):
+        if kind not in BASELINES:
+            raise ValueError(f"unknown baseline {kind!r}; choose from {', '.join(BASELINES)}")
+        if kind == "mean-color" and mean_rgb is None:
+            raise ValueError("the mean-color baseline needs the training images' mean color")
+        self.kind, self.mean_rgb, self.soften_sigma_px = kind, mean_rgb, soften_sigma_px
+        described = (
+            f"mean color {np.round(mean_rgb * 255).astype(int).tolist()}" if kind == "mean-color" else ""
+        )
+        self.infos = [{"training": {"name": f"baseline: {kind}", "step": None}, "baseline": described}]
+
+    def colorize_lines(self, lines: np.ndarray, hint_rgb=None, hint_mask=None) -> np.ndarray:
+        rgb = np.repeat(lines[..., None], 3, axis=2).astype(np.float32)
+        return rgb if self.kind == "lineart" else rgb * self.mean_rgb[None, None].astype(np.float32)
+
+
+def mean_color(
+    source: str, *, split: str | None = "train", limit: int = 500, side_px: int = 64
+) -> np.ndarray:
+    """Mean RGB in [0, 1] of (at most `limit`) images of a manifest split or a folder."""
+    items = resolve_items(source, split if str(source).endswith(".jsonl") else None)
+    step = max(1, len(items) // limit)
+    sums, n = np.zeros(3), 0
+    for item in items[::step][:limit]:
+        try:
+            rgb = load_rgb(item.path, max_side_px=4 * side_px)
+        except ImageLoadError:
+            continue
+        small = cv2.resize(rgb, (side_px, side_px), interpolation=cv2.INTER_AREA).reshape(-1, 3) / 255.0
+        sums += small.mean(0)
+        n += 1
+    if n == 0:
+        raise ValueError(f"no readable images in {source} to take the mean color from")
+    return sums / n
+
+
+def _pairs(lineart_dir: str, color_dir: str) -> list[tuple[Path, Path]]:
+    """Line art and its color twin, matched by path relative to each folder, without the extension."""
+    lines = {
+        Path(i.path).relative_to(lineart_dir).with_suffix(""): Path(i.path)
+        for i in resolve_items(lineart_dir, None)
+    }
+    colors = {
+        Path(i.path).relative_to(color_dir).with_suffix(""): Path(i.path)
+        for i in resolve_items(color_dir, None)
+    }
+    common = sorted(set(lines) & set(colors))
+    if not common:
+        raise ValueError(
+            f"no file in {lineart_dir} has a color twin of the same name in {color_dir} "
+            "(pairs are matched by relative path without the extension)"
+        )
+    return [(lines[k], colors[k]) for k in common]
 
 
 def _fit(rgb: np.ndarray, size_px: int, multiple: int) -> np.ndarray:
@@ -93,33 +162,61 @@ def evaluate(
     fid_weights: str | None = None,
     grid_rows: int = 8,
     device: str | None = None,
+    baseline: str | None = None,
+    mean_from: str | None = None,
 ) -> dict:
-    """Score the model(s) on `data` (a manifest split or a folder) and write report.json + grid.png."""
-    if (data is None) == (lineart_dir is None):
-        raise ValueError(
-            "give either --data (color targets to score against) or --lineart (real line art, grid only)"
-        )
-    model = Colorizer.load(model_dirs, device=device)
+    """Score the model(s) (or a `baseline`) on `data` (a manifest split or a folder; with `lineart_dir`, the
+    color twins of real line art) and write report.json + grid.png."""
+    if data is None and lineart_dir is None:
+        raise ValueError("give --data (color targets to score against) and/or --lineart (real line art)")
+    if bool(model_dirs) == bool(baseline):
+        raise ValueError("give either --model (repeatable) or --baseline")
+    if baseline and data is None:
+        raise ValueError("a baseline is scored against color targets: give --data")
+    if baseline:
+        mean = None
+        if baseline == "mean-color":
+            source = mean_from or (data if str(data).endswith(".jsonl") else None)
+            if source is None:
+                raise ValueError(
+                    "--baseline mean-color needs --mean-from (the training images) unless --data is a manifest"
+                )
+            mean = mean_color(source, split="train")
+        model = Baseline(baseline, mean)
+    else:
+        model = Colorizer.load(model_dirs, device=device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if lineart_dir is not None:
+    if data is None:
         return _lineart_grid(model, lineart_dir, out, size_px=size_px, limit=limit, grid_rows=grid_rows)
 
-    items = resolve_items(data, split if str(data).endswith(".jsonl") else None)
+    if lineart_dir is not None:
+        pairs: list[tuple[Path | None, Path]] = list(_pairs(lineart_dir, data))
+    else:
+        items = resolve_items(data, split if str(data).endswith(".jsonl") else None)
+        pairs = [(None, Path(i.path)) for i in items]
     if limit:
-        items = items[:limit]
+        pairs = pairs[:limit]
     per_count: dict[int, dict[str, list[float]]] = {n: {"psnr": [], "ssim": [], "delta_e_hints": [],
                                                         "colorfulness_diff": []} for n in hint_counts}  # fmt: skip
     fid_out, fid_target, rows, skipped = [], [], [], []
     inception = M.load_inception(fid_weights, model.device) if fid_weights else None
-    for k, item in enumerate(items):
+    multiple = max(model.multiple, 1)
+    for k, (line_path, target_path) in enumerate(pairs):
         try:
-            target = _fit(load_rgb(item.path, max_side_px=4 * size_px), size_px, model.multiple)
+            target = _fit(load_rgb(target_path, max_side_px=4 * size_px), size_px, multiple)
+            if line_path is None:
+                lines = xdog(target, sigma=0.5)
+            else:
+                real = _fit(load_rgb(line_path, max_side_px=4 * size_px), size_px, multiple)
+                if real.shape != target.shape:
+                    raise ImageLoadError(f"{line_path}: {real.shape[1]}x{real.shape[0]} after scaling, its "
+                                         f"color twin {target.shape[1]}x{target.shape[0]}: not a pair")  # fmt: skip
+                lines = sketch_to_lines(real, "as-is")
         except ImageLoadError as e:
             skipped.append(str(e))
             continue
-        lines = xdog(target, sigma=0.5)
         row = [lines]
         target_t = _to_tensor(target)
         for n in hint_counts:
@@ -146,23 +243,24 @@ def evaluate(
         if len(rows) < grid_rows:
             rows.append(row)
     if not rows:
-        raise ValueError(f"none of the {len(items)} images could be read (first error: {skipped[:1]})")
+        raise ValueError(f"none of the {len(pairs)} images could be read (first error: {skipped[:1]})")
 
     results = {
         str(n): {name: M.summarize(vals) for name, vals in scores.items() if vals}
         for n, scores in per_count.items()
     }
     report = {
-        "models": [str(d) for d in model_dirs],
+        "models": [str(d) for d in model_dirs] if not baseline else [],
+        "baseline": baseline and {"kind": baseline, "detail": model.infos[0]["baseline"]},
         "model_steps": [i.get("training", {}).get("step") for i in model.infos],
         "data": str(data),
         "split": split if str(data).endswith(".jsonl") else None,
-        "images": len(items) - len(skipped),
+        "images": len(pairs) - len(skipped),
         "skipped": skipped,
         "size_px": size_px,
         "seed": seed,
         "hint_counts": list(hint_counts),
-        "lineart": "XDoG sigma 0.5 of the target",
+        "lineart": f"real line art from {lineart_dir}" if lineart_dir else "XDoG sigma 0.5 of the target",
         "results": results,
         "fid": None,
         "seconds": round(time.perf_counter() - t0, 2),
@@ -178,7 +276,7 @@ def evaluate(
 
 
 def _lineart_grid(
-    model: Colorizer, folder: str, out: Path, *, size_px: int, limit: int | None, grid_rows: int
+    model: Colorizer | Baseline, folder: str, out: Path, *, size_px: int, limit: int | None, grid_rows: int
 ) -> dict:
     items = resolve_items(folder, None)[: limit or grid_rows]
     rows, skipped = [], []

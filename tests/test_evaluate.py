@@ -92,7 +92,50 @@ def test_evaluate_cli_on_real_line_art_and_errors(tiny_model, tmp_path, capsys):
     assert (tmp_path / "e" / "grid.png").is_file()
     capsys.readouterr()
     assert main(["evaluate", "--model", str(tiny_model), "--out", str(tmp_path / "e")]) == 1
-    assert "either --data" in capsys.readouterr().err
+    assert "give --data" in capsys.readouterr().err
+    assert main(["evaluate", "--out", str(tmp_path / "e"), "--data", str(art)]) == 1
+    err = capsys.readouterr().err
+    assert "--model" in err and "--baseline" in err
+
+
+def test_real_line_art_pairs_are_scored_against_their_color_twins(drawings_dir, tiny_model, tmp_path):  # noqa: F811
+    from colorizer.lineart import xdog
+
+    black, color = tmp_path / "black", tmp_path / "color"
+    black.mkdir()
+    color.mkdir()
+    for i, path in enumerate(sorted(drawings_dir.rglob("*.png"))[:3]):
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        Image.fromarray(rgb).save(color / f"e{i}.png")
+        Image.fromarray((xdog(rgb) * 255).astype(np.uint8)).save(
+            black / f"e{i}.jpg"
+        )  # twins by name, any type
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(black / "orphan.png")  # no color twin: not scored
+    r = evaluate([tiny_model], data=str(color), lineart_dir=str(black), out_dir=tmp_path / "p", size_px=64)
+    assert r["images"] == 3 and r["lineart"].startswith("real line art")
+    assert all(0 < v["psnr"] < 100 for v in r["results"].values())
+    with pytest.raises(ValueError, match="no file .* has a color twin"):
+        evaluate([tiny_model], data=str(drawings_dir), lineart_dir=str(black), out_dir=tmp_path / "q")
+
+
+def test_baselines_go_through_the_same_scoring(tmp_path, capsys):
+    """On flat images of one color, the mean-color baseline is exactly right and the line art is not."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(3):
+        Image.new("RGB", (80 + 10 * i, 60), (200, 60, 30)).save(flat / f"{i}.png")
+    mean = evaluate([], baseline="mean-color", mean_from=str(flat), data=str(flat), out_dir=tmp_path / "m",
+                    size_px=64)  # fmt: skip
+    lines = evaluate([], baseline="lineart", data=str(flat), out_dir=tmp_path / "l", size_px=64)
+    assert mean["baseline"]["kind"] == "mean-color" and "[200, 60, 30]" in mean["baseline"]["detail"]
+    for n in ("4", "16"):
+        assert mean["results"][n]["delta_e_hints"] < 1.0  # the right color everywhere
+        assert lines["results"][n]["delta_e_hints"] > 30  # white paper where the color should be
+        assert mean["results"][n]["psnr"] > lines["results"][n]["psnr"] + 20
+    assert (
+        main(["evaluate", "--baseline", "mean-color", "--data", str(flat), "--out", str(tmp_path / "x")]) == 1
+    )
+    assert "--mean-from" in capsys.readouterr().err  # a folder has no train split to take the mean from
 
 
 @pytest.mark.slow
