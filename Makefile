@@ -37,8 +37,14 @@ test: venv chromium
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# Each benchmark prints its table; the figures, commands and machine are in BENCHMARKS.md. About 30 minutes.
 bench: venv
 	$(BIN)/python bench/data_pipeline.py
+	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/diagnostics.py
+	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/curate.py
+	$(BIN)/python bench/crawl.py --no-gallery-dl
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
