@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         plain = time_steps(trainer, b, args.steps, probe=False)
         diag = time_steps(trainer, b, max(3, args.steps // 2), probe=True)
         overhead = (diag - plain) / (every * plain) * 100
-        print(f"| {name} | {size}x{size}, {n} | {plain * 1000:.0f} ms | {diag * 1000:.0f} ms | {overhead:.3f} % |")
+        print(
+            f"| {name} | {size}x{size}, {n} | {plain * 1000:.0f} ms | {diag * 1000:.0f} ms | {overhead:.3f} % |"
+        )
     return 0
 
 
