@@ -4,9 +4,10 @@ Resume and dedup come from here: a post whose md5 is in `files` (and whose file 
 never fetched again, whichever query meets it. One connection shared by the worker threads behind a
 lock. Changes are buffered and written in one transaction every `commit_every_s` seconds (or
 `commit_every` changes, and on `flush` / `close`); reads see buffered changes. A change is only
-recorded after the file it describes is on disk (fsynced and renamed), so a kill -9 loses at most the
-last fraction of a second of rows, and the crawl finds those files again on disk, hashes them and
-registers them (crawl.py). Batching matters: sqlite3 drops the GIL on every statement, and with eight
+recorded after the file it describes is complete under its final name (verified, then renamed; fsynced
+first with `--fsync`), so a kill -9 loses at most the last fraction of a second of rows, and the crawl
+finds those files again on disk, hashes them and registers them (crawl.py). After a power cut without
+`--fsync`, a stored file whose size no longer matches its row is fetched again. Batching matters: sqlite3 drops the GIL on every statement, and with eight
 download threads each drop is a contended hand-over.
 """
 

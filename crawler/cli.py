@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--retries", type=_count, default=5, metavar="N", help="attempts per request (default: %(default)s)"
     )
     c.add_argument("--backoff-s", type=float, default=1.0, help=argparse.SUPPRESS)
+    c.add_argument("--fsync", action="store_true",
+                   help="fsync every file before its rename: also safe against a power cut, slower on slow "
+                   "disks (without it a kill is safe, and a file a power cut empties is fetched again)")  # fmt: skip
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser(
@@ -123,6 +126,7 @@ def _crawl(args: argparse.Namespace) -> int:
         retry=RetryPolicy(attempts=args.retries, base_s=args.backoff_s),
         page_retry_delay_s=min(0.5, args.backoff_s),
         progress=not args.no_progress,
+        fsync=args.fsync,
     )
 
     def stop_on_sigterm(signum, frame):  # `kill` and service managers stop the crawl like Ctrl-C does

@@ -52,6 +52,7 @@ class CrawlOptions:
     page_retry_delay_s: float = 0.5
     timeout_s: tuple[float, float] = (10.0, 60.0)
     progress: bool = True
+    fsync: bool = False  # each file fsynced before its rename: survives a power cut, costs ms a file
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,9 @@ class Crawler:
                 return "had", None
             part = folder / f"{post.id}.part"
             try:
-                result = self.client.download_file(post.file_url, post.md5, part, self.options.max_bytes)
+                result = self.client.download_file(
+                    post.file_url, post.md5, part, self.options.max_bytes, fsync=self.options.fsync
+                )
             except GaveUp as err:
                 self.archive.record_failed(query, post.id, post.md5, err.reason, err.attempts)
                 return "failed", Failure(query, post.id, err.reason, err.attempts)

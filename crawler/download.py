@@ -8,8 +8,8 @@
   with exponential backoff and jitter, honouring Retry-After (seconds or an HTTP date). A Cloudflare
   challenge raises `CloudflareChallenge` and flips a shared stop flag: no thread sends another request.
 - `download_file`: streams to `*.part` with a size cap, checks that the body is an image (magic bytes
-  and Pillow's header decode, decompression-bomb guard) and that its md5 is the API's, fsyncs, and
-  returns; the caller renames (`os.replace`) once the name is decided.
+  and Pillow's header decode, decompression-bomb guard) and that its md5 is the API's, fsyncs if asked,
+  and returns; the caller renames (`os.replace`) once the name is decided.
 """
 
 from __future__ import annotations
@@ -497,8 +497,13 @@ class HttpClient:
         body, _ = self.fetch(url, read)
         return body
 
-    def download_file(self, url: str, md5: str, part: Path, max_bytes: int) -> FileResult:
-        """Stream `url` into `part`, verified (size cap, image check, md5) and fsynced.
+    def download_file(
+        self, url: str, md5: str, part: Path, max_bytes: int, *, fsync: bool = False
+    ) -> FileResult:
+        """Stream `url` into `part`, verified (size cap, image check, md5), and fsynced if `fsync`.
+
+        The rename that follows is what makes a kill safe (the final name only ever holds a whole,
+        verified file); `fsync` adds safety against a power cut, at several ms a file on a slow disk.
 
         On any failure `part` is removed and GaveUp/CrawlStopped is raised; on success `part` holds the
         exact bytes whose md5 the API announced."""
@@ -534,7 +539,8 @@ class HttpClient:
                     raise FetchError(
                         f"md5 mismatch: file {got}, API says {md5} ({size} bytes)", retryable=True
                     )
-                os.fsync(fd)
+                if fsync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             return ext, size, width, height
