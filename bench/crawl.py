@@ -275,9 +275,12 @@ def _report(runs: list[Run], rate_result, args, size_kb: float, latencies: list[
             best = max(ours, key=lambda r: r.files_per_s)
             ratio = best.files_per_s / theirs[0].files_per_s
             target = TARGETS.get(latency)
-            verdict = (
-                "" if target is None else f" (target >= {target}x: {'met' if ratio >= target else 'MISSED'})"
-            )
+            if target is None:
+                verdict = ""
+            elif args.posts < 2000:  # start-up (~0.5 s) weighs on a short run: not the setting
+                verdict = f" (target >= {target}x is judged at 2,000 posts)"
+            else:
+                verdict = f" (target >= {target}x: {'met' if ratio >= target else 'MISSED'})"
             lines.append(
                 f"at {latency * 1000:.0f} ms: crawler ({best.workers} workers) {best.files_per_s:.0f} files/s, "
                 f"gallery-dl {theirs[0].files_per_s:.0f} files/s: {ratio:.1f}x{verdict}"
