@@ -36,7 +36,9 @@ def _count(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_filter: bool = True) -> argparse.ArgumentParser:
+    """The whole command line. `with_filter=False` leaves `filter`'s options out (its module pulls in NumPy
+    and the image code: a fifth of a second that `crawler crawl` need not pay)."""
     parser = argparse.ArgumentParser(
         prog="crawler",
         description="Build a training set from Safebooru: crawl tag queries into per-query folders.",
@@ -91,9 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--request-log", type=Path, default=None, metavar="FILE",
                    help="append '<unix time> <status> <kind> <path>' per request")  # fmt: skip
 
-    from .curate import add_filter_parser
+    if with_filter:
+        from .curate import add_filter_parser
 
-    add_filter_parser(sub)
+        add_filter_parser(sub)
+    else:
+        sub.add_parser("filter", help="curate a crawl into manifest.jsonl + rejected.jsonl")
     return parser
 
 
@@ -167,7 +172,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(with_filter=not argv or argv[0] not in ("crawl", "serve-local"))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
