@@ -2,28 +2,40 @@
 
     python app.py [--model DIR] [--host H] [--port P]        (or: make app [MODEL=DIR] [PORT=P])
 
-The app is thin: it loads an exported model (`model.safetensors` + `model.json`) through
-`colorizer.inference.Colorizer` and calls `colorize(sketch, hints=None)`; nothing else of the model side.
+`--model` may be given several times, or as a comma-separated list: the models are averaged (an ensemble).
+
+The app is thin: it loads exported models (`model.safetensors` + `model.json`) through
+`colorizer.inference.Colorizer` and calls `colorize(sketch, hints=..., resolution=...)` on the full-size
+sketch (inference scales to the processing resolution and back, and keeps the lines sharp).
 Without a model it still starts and says how to get one.
 
-Model discovery (`find_model`): `--model DIR` if given, else the folder named by the environment variable
+Model discovery (`find_models`): `--model DIR` if given, else the folder named by the environment variable
 COLORIZER_WEIGHTS_DIR, else `weights/` in the repository root -- the last two only when they hold both model files.
 
-The handlers are plain functions (`split_editor`, `colorize_request`, `load_model`) that need neither gradio nor a
-browser, so they are tested directly; gradio is imported only by `build_app` and `main`.
+Uploads. The sketch comes in through a plain file drop zone (`gr.File`), not through the image editor's own
+upload: the editor decodes a file in the browser, and a file it cannot decode (not an image, truncated, a
+12000x12000 px "decompression bomb" beyond WebGL's texture limit) fails silently there -- the server never sees
+it and the user gets no message. Here the server reads the file itself (`read_sketch`: header first, pixel
+limit before decoding, first frame of an animation, at least 8 px a side) and either puts a display copy into
+the editor (the brush paints hints over it) or writes what is wrong into the status line. The full-size file
+stays on the server; Colorize reads it again, so a large sketch is colored at its own resolution.
+
+The handlers are plain functions (`read_sketch`, `upload_request`, `split_editor`, `colorize_request`,
+`load_model`) that need neither gradio nor a browser, so they are tested directly; gradio is imported only by
+`build_app` and `main`.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
-import json
 import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,11 +53,24 @@ REPO = Path(__file__).resolve().parent
 EXAMPLES_DIR = REPO / "examples"
 WEIGHTS_ENV = "COLORIZER_WEIGHTS_DIR"
 MODEL_FILES = ("model.safetensors", "model.json")
-MAX_FILE_SIZE = "20mb"
+MAX_FILE_SIZE = "20mb"  # gradio refuses larger uploads (HTTP 413) before any of our code runs
+MAX_FILE_BYTES = 20 * 1024 * 1024  # the same limit, checked again by `read_sketch`
 BRUSH_SIZE = 12  # hints are sparse dabs of color; the automatic size covers half a face on a small sketch
+ERASER_SIZE = 24  # wider than the brush: one pass over a hint removes it
 
-# Processing resolution: the sketch's longer side is scaled down to this before it goes to the model.
+# Processing resolution: the network sees the sketch with its longer side at this many px.
 RES_MIN, RES_MAX, RES_STEP, RES_DEFAULT = 256, 1024, 64, 512
+
+# Uploads: what `read_sketch` accepts. The pixel limit is inference's (MAX_INPUT_PIXELS) when it can be imported.
+MIN_SIDE = 8
+FALLBACK_MAX_PIXELS = 64_000_000
+# Pillow tries only these: never EPS & co. (handed to Ghostscript) or any other plugin it would guess.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+EDITOR_MAX_SIDE = 2048  # the editor (WebGL) shows a copy at most this large; colorizing uses the full size
+# Requests queue: at most this many colorizations run at once (one model, shared by all visitors; a second
+# would only split the same CPU/GPU), and at most QUEUE_SIZE requests wait; more get "queue full" from gradio.
+COLORIZE_CONCURRENCY = 1
+QUEUE_SIZE = 16
 
 HINT_COLORS = [
     "#e03131",  # red
@@ -61,9 +86,7 @@ HINT_COLORS = [
     "#ffffff",  # white
 ]
 
-EMPTY_EDITOR_MESSAGE = (
-    "**Upload a sketch first** (a PNG or JPEG of black lines on white), then press Colorize."
-)
+EMPTY_EDITOR_MESSAGE = "**Upload a sketch first** (a PNG or JPEG of black lines on white, or pick an example), then press Colorize."
 
 HOW_TO_GET_A_MODEL = """\
 How to get a model (the folder must hold `model.safetensors` and `model.json`):
@@ -76,6 +99,11 @@ How to get a model (the folder must hold `model.safetensors` and `model.json`):
 4. Restart the app: `make app` finds `weights/` by itself; any other folder:
    `python app.py --model DIR` (or `make app MODEL=DIR`).
 """
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    text = f"{type(e).__name__}: {e}".strip()
+    return (text.splitlines() or [type(e).__name__])[0][:limit]
 
 
 # ---------------------------------------------------------------------------------------------- model loading
@@ -91,16 +119,26 @@ def has_model_files(folder: Path) -> bool:
     return folder.is_dir() and all((folder / name).is_file() for name in MODEL_FILES)
 
 
-def find_model(arg: str | None) -> Path | None:
-    """The model folder to load, or None when there is none.
+def find_models(args: str | Sequence[str] | None) -> list[Path]:
+    """The model folders to load (several: an ensemble), or [] when there is none.
 
-    An explicit `--model DIR` is returned as given (even when missing: `load_model` then says what is wrong);
-    otherwise the default folder (`default_weights_dir()`) counts only when it holds both model files.
+    `args`: the `--model` values; each may be a comma-separated list (a folder whose own name holds a comma is
+    taken whole). Explicit folders are returned as given, even when missing (`load_model` then says what is
+    wrong); without any, the default folder (`default_weights_dir()`) counts only when it holds both model files.
     """
-    if arg:
-        return Path(arg).expanduser()
+    if isinstance(args, str):
+        args = [args]
+    dirs: list[Path] = []
+    for arg in args or []:
+        arg = arg.strip()
+        if not arg:
+            continue
+        parts = [arg] if Path(arg).expanduser().exists() else [p.strip() for p in arg.split(",")]
+        dirs += [Path(p).expanduser() for p in parts if p]
+    if dirs:
+        return list(dict.fromkeys(dirs))  # the same folder twice is one model, not a heavier vote
     folder = default_weights_dir()
-    return folder if has_model_files(folder) else None
+    return [folder] if has_model_files(folder) else []
 
 
 @dataclass
@@ -108,18 +146,22 @@ class ModelState:
     """What the app knows about its model: the loaded colorizer (or None) and what to tell the user."""
 
     model: Any | None
-    model_dir: Path | None
-    title: str
+    model_dirs: list[Path] = field(default_factory=list)
+    title: str = "No model loaded"
     detail: str = ""
 
     @property
     def loaded(self) -> bool:
         return self.model is not None
 
+    @property
+    def model_dir(self) -> Path | None:
+        return self.model_dirs[0] if self.model_dirs else None
+
     def panel_markdown(self) -> str:
         """The Markdown panel at the top of the page."""
         if self.loaded:
-            return f"### {self.title}\n{self.detail}".strip()
+            return f"### {self.title}\n\n{self.detail}".strip()
         parts = [f"### {self.title}"]
         if self.detail:
             parts.append(self.detail)
@@ -127,79 +169,292 @@ class ModelState:
         return "\n\n".join(parts)
 
 
-def _describe_model(model_dir: Path) -> str:
-    """One line from model.json (training step, metrics) when it is readable; never raises."""
-    try:
-        meta = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ""
-    if not isinstance(meta, dict):
-        return ""
-    bits = []
-    step = meta.get("step", meta.get("training_step"))
+def _num(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return str(v)
+    return f"{v:,}" if isinstance(v, int) else f"{v:.4g}"
+
+
+def describe_model(info: Any, n_params: int | None = None) -> str:
+    """Markdown bullets from a `model.json` dict: how the model was trained and where it came from.
+
+    Tolerates missing or odd fields (older exports, hand-written files); never raises.
+    """
+    if not isinstance(info, dict):
+        return "- (no readable `model.json`)"
+    training = info.get("training") if isinstance(info.get("training"), dict) else {}
+    lines = []
+    run = []
+    if training.get("name"):
+        run.append(f"run `{training['name']}`")
+    step = training.get("step", info.get("step"))
     if isinstance(step, int):
-        bits.append(f"trained {step:,} steps")
-    metrics = meta.get("metrics")
-    if isinstance(metrics, dict):
-        bits += [f"{k} {v:.3g}" for k, v in metrics.items() if isinstance(v, int | float)][:4]
-    return ", ".join(bits)
+        epoch = training.get("epoch")
+        run.append(f"{step:,} steps" + (f" ({epoch} epochs)" if isinstance(epoch, int) and epoch else ""))
+    seen = training.get("images_seen")
+    if isinstance(seen, int) and seen:
+        run.append(f"{seen:,} images seen")
+    size = training.get("size_hw")
+    if isinstance(size, list | tuple) and len(size) == 2:
+        run.append(f"trained at {size[1]}x{size[0]} px")
+    if training.get("weights"):
+        run.append(f"{training['weights']} weights")
+    if run:
+        lines.append("- **Training:** " + ", ".join(run))
+    if training.get("data"):
+        lines.append(f"- **Data:** `{training['data']}`")
+    metrics = info.get("metrics")
+    if isinstance(metrics, dict) and metrics:
+        shown = [f"{k} {_num(v)}" for k, v in metrics.items() if isinstance(v, int | float)][:8]
+        if shown:
+            lines.append("- **Metrics:** " + ", ".join(shown))
+    code = info.get("code")
+    if isinstance(code, dict) and code.get("commit"):
+        commit = str(code["commit"])
+        short = commit[:12] if len(commit) == 40 else commit
+        lines.append(
+            f"- **Code:** commit `{short}`" + (" (with uncommitted changes)" if code.get("dirty") else "")
+        )
+    if info.get("exported_at"):
+        lines.append(f"- **Exported:** {info['exported_at']}")
+    arch = (
+        info.get("architecture", {}).get("generator") if isinstance(info.get("architecture"), dict) else None
+    )
+    if isinstance(arch, dict):
+        net = [
+            f"{k} {arch[k]}" for k in ("base_width", "depth", "max_width", "norm", "upsample") if k in arch
+        ]
+        if n_params:
+            net.append(
+                f"{n_params / 1e6:.1f} M parameters" if n_params >= 100_000 else f"{n_params:,} parameters"
+            )
+        lines.append("- **Network:** U-Net generator, " + ", ".join(net))
+    return "\n".join(lines) if lines else "- (`model.json` says nothing about how the model was trained)"
 
 
-def load_model(model_dir: Path | None) -> ModelState:
-    """Load the exported model in `model_dir`; any failure becomes a readable message, never an exception."""
-    if model_dir is None:
+def _model_panel(model: Any, dirs: list[Path]) -> tuple[str, str]:
+    """(title, detail) of the model panel for a loaded colorizer."""
+    infos = list(getattr(model, "infos", None) or [])
+    gens = list(getattr(model, "generators", None) or [])
+    infos += [None] * (len(dirs) - len(infos))
+
+    def params(i: int) -> int | None:
+        try:
+            return sum(p.numel() for p in gens[i].parameters())
+        except Exception:
+            return None
+
+    device = getattr(model, "device", None)
+    on = f" on {device}" if device is not None else ""
+    if len(dirs) == 1:
+        name = (infos[0] or {}).get("training", {}).get("name") if isinstance(infos[0], dict) else None
+        title = f"Model loaded: `{name}`{on}" if name else f"Model loaded{on}"
+        return title, f"From `{dirs[0]}`\n\n{describe_model(infos[0], params(0))}"
+    parts = []
+    for i, d in enumerate(dirs):
+        parts.append(f"**{i + 1}. `{d}`**\n\n{describe_model(infos[i], params(i))}")
+    return f"Ensemble of {len(dirs)} models loaded{on} (their colors are averaged)", "\n\n".join(parts)
+
+
+def load_model(model_dirs: Path | Sequence[Path] | None) -> ModelState:
+    """Load the exported model(s) in `model_dirs`; any failure becomes a readable message, never an exception."""
+    if model_dirs is None:
+        dirs: list[Path] = []
+    elif isinstance(model_dirs, str | os.PathLike):
+        dirs = [Path(model_dirs)]
+    else:
+        dirs = [Path(d) for d in model_dirs]
+    if not dirs:
         return ModelState(
-            None, None, "No model loaded", "The app is running, but colorizing needs a trained model."
+            None, [], "No model loaded", "The app is running, but colorizing needs a trained model."
         )
-    where = f"`{model_dir}`"
-    if not model_dir.exists():
-        return ModelState(
-            None, model_dir, "No model loaded: model folder not found", f"Model folder not found: {where}."
-        )
-    if not model_dir.is_dir():
-        return ModelState(
-            None,
-            model_dir,
-            "No model loaded: not a folder",
-            f"{where} is a file; `--model` takes the exported folder.",
-        )
-    missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
-    if missing:
-        return ModelState(
-            None,
-            model_dir,
-            "No model loaded: model files missing",
-            f"The folder {where} has no {' or '.join(f'`{m}`' for m in missing)}.",
-        )
-    try:
-        spec = importlib.util.find_spec("colorizer.inference")
-    except ImportError:
-        spec = None
-    if spec is None:
-        return ModelState(
-            None,
-            model_dir,
-            "No model loaded: inference code missing",
-            f"Found the model in {where}, but this version of the code cannot run models yet "
-            "(`colorizer/inference.py` is missing). Update the code and restart the app.",
-        )
+    for d in dirs:
+        where = f"`{d}`"
+        if not d.exists():
+            return ModelState(
+                None, dirs, "No model loaded: model folder not found", f"Model folder not found: {where}."
+            )
+        if not d.is_dir():
+            return ModelState(
+                None,
+                dirs,
+                "No model loaded: not a folder",
+                f"{where} is a file; `--model` takes the exported folder.",
+            )
+        missing = [name for name in MODEL_FILES if not (d / name).is_file()]
+        if missing:
+            return ModelState(
+                None,
+                dirs,
+                "No model loaded: model files missing",
+                f"The folder {where} has no {' or '.join(f'`{m}`' for m in missing)}.",
+            )
+    where = ", ".join(f"`{d}`" for d in dirs)
     try:
         inference = importlib.import_module("colorizer.inference")
-        model = inference.Colorizer.load(model_dir)
-    except Exception as e:  # a broken or foreign model file must not stop the app
-        log.exception("could not load the model from %s", model_dir)
-        reason = f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]
+    except ImportError as e:
+        log.exception("cannot import colorizer.inference")
         return ModelState(
             None,
-            model_dir,
-            "No model loaded: the model could not be loaded",
-            f"Could not load the model in {where}: {reason}",
+            dirs,
+            "No model loaded: inference code missing",
+            f"Found the model in {where}, but this version of the code cannot run models ({_first_line(e)}). "
+            "Update the code and restart the app.",
         )
-    about = _describe_model(model_dir)
-    return ModelState(model, model_dir, f"Model loaded from `{model_dir}`", about)
+    try:
+        model = inference.Colorizer.load(dirs if len(dirs) > 1 else dirs[0])
+    except Exception as e:  # a broken or foreign model file must not stop the app
+        log.exception("could not load the model from %s", where)
+        return ModelState(
+            None,
+            dirs,
+            "No model loaded: the model could not be loaded",
+            f"Could not load the model in {where}: {_first_line(e)}",
+        )
+    title, detail = _model_panel(model, dirs)
+    return ModelState(model, dirs, title, detail)
 
 
-# ---------------------------------------------------------------------------------------------- handlers
+# ---------------------------------------------------------------------------------------------- uploads
+
+
+class SketchError(ValueError):
+    """An uploaded file cannot be used as a sketch; the message (Markdown) says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class SketchRef:
+    """A sketch accepted by `read_sketch`, as the session remembers it: the file stays on the server."""
+
+    path: str
+    name: str
+    size: tuple[int, int]  # (width, height) of the full-size sketch
+
+
+def max_input_pixels() -> int:
+    try:
+        return int(importlib.import_module("colorizer.inference").MAX_INPUT_PIXELS)
+    except Exception:
+        return FALLBACK_MAX_PIXELS
+
+
+def read_sketch(path: str | os.PathLike, name: str | None = None) -> tuple[Image.Image, str]:
+    """An uploaded file -> (the sketch as RGB on white at its full size, a note for the user or "").
+
+    Raises SketchError, with a readable Markdown message, for anything that is not a usable image: not an
+    image at all, a damaged or truncated file, too many bytes or pixels (checked from the header, before any
+    decoding), fewer than MIN_SIDE px a side. Animated images give their first frame.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from colorizer.data import to_rgb_on_white
+
+    p = Path(path)
+    label = f"`{name or p.name}`"
+    try:
+        n_bytes = p.stat().st_size
+    except OSError:
+        raise SketchError(
+            f"**{label} could not be read** (it is gone from the server): upload it again."
+        ) from None
+    if n_bytes == 0:
+        raise SketchError(f"**{label} is empty** (0 bytes): upload the image file itself.")
+    if n_bytes > MAX_FILE_BYTES:
+        raise SketchError(
+            f"**{label} is too large**: {n_bytes / 2**20:.1f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB. "
+            "Save it as PNG or JPEG at a smaller size."
+        )
+    limit = max_input_pixels()
+    not_an_image = (
+        f"**{label} is not an image this app can read.** Upload a PNG, JPEG, WebP, GIF, BMP or TIFF file "
+        "(for example, export the sketch from your drawing program as PNG)."
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is lower
+            im = Image.open(p, formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError:
+        raise SketchError(
+            f"**{label} is too large**: more than {limit / 1e6:.0f} megapixels. Scale it down first."
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise SketchError(not_an_image) from None
+    with im:
+        w, h = im.size
+        if w * h > limit:
+            raise SketchError(
+                f"**{label} is too large**: {w}x{h} px ({w * h / 1e6:.0f} megapixels); the limit is "
+                f"{limit / 1e6:.0f} megapixels (for example {int(limit**0.5)}x{int(limit**0.5)}). Scale it down first."
+            )
+        if min(w, h) < MIN_SIDE:
+            raise SketchError(
+                f"**{label} is too small**: {w}x{h} px; a sketch needs at least {MIN_SIDE} px on each side."
+            )
+        notes = []
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            notes.append(f"it is animated ({frames} frames): the first frame is used")
+        try:
+            im.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                im.load()
+                oriented = ImageOps.exif_transpose(im) or im
+                rgb = to_rgb_on_white(oriented)
+                rgb.load()
+        except MemoryError:
+            raise SketchError(
+                f"**{label} is too large** to decode on this server. Scale it down first."
+            ) from None
+        except Exception as e:
+            log.info("refused upload %s: %s", p, _first_line(e))
+            raise SketchError(
+                f"**{label} is damaged or incomplete** ({_first_line(e, 120)}): was the download or the "
+                "export cut off? Save it again and upload the new file."
+            ) from None
+    return rgb, "; ".join(notes)
+
+
+def display_copy(sketch: Image.Image) -> Image.Image:
+    """What the editor shows: the sketch, scaled down to EDITOR_MAX_SIDE when larger (browsers' WebGL canvases
+    refuse very large textures; hints painted on the copy are scaled to the full size by inference)."""
+    from PIL import Image
+
+    w, h = sketch.size
+    if max(w, h) <= EDITOR_MAX_SIDE:
+        return sketch
+    s = EDITOR_MAX_SIDE / max(w, h)
+    return sketch.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS)
+
+
+def upload_request(path: str | None, name: str | None = None) -> tuple[dict | None, str, SketchRef | None]:
+    """A file dropped on the upload zone -> (editor value or None, status Markdown, SketchRef or None).
+
+    None for the editor value means "refused": the caller leaves the editor (and any earlier sketch) as it was.
+    Never raises.
+    """
+    if not path:
+        return None, EMPTY_EDITOR_MESSAGE, None
+    name = name or Path(path).name
+    try:
+        sketch, note = read_sketch(path, name)
+    except SketchError as e:
+        return None, str(e), None
+    except Exception as e:  # read_sketch maps the expected failures; anything else must not escape either
+        log.exception("reading the upload %s failed", path)
+        return None, f"**`{name}` could not be read**: {_first_line(e)}", None
+    shown = display_copy(sketch)
+    w, h = sketch.size
+    status = f"Loaded `{name}` ({w}x{h} px)."
+    if note:
+        status += f" Note: {note}."
+    if shown.size != sketch.size:
+        status += f" Shown at {shown.width}x{shown.height} for painting; colorized at full size."
+    status += " Paint color hints with the brush if you like, then press **Colorize**."
+    return {"background": shown, "layers": [], "composite": shown}, status, SketchRef(str(path), name, (w, h))
+
+
+# ---------------------------------------------------------------------------------------------- colorizing
 
 
 def _merge_layers(layers: list[Image.Image], size: tuple[int, int]) -> Image.Image | None:
@@ -220,7 +475,10 @@ def _merge_layers(layers: list[Image.Image], size: tuple[int, int]) -> Image.Ima
 
 
 def split_editor(value: dict | None) -> tuple[Image.Image | None, Image.Image | None]:
-    """The ImageEditor's value -> (sketch as RGB on white, hints as RGBA or None when nothing was painted)."""
+    """The ImageEditor's value -> (its background as RGB on white, hints as RGBA or None when nothing was painted).
+
+    Both at the editor's size (for a large sketch, the display copy's size).
+    """
     from PIL import Image
 
     if not value or value.get("background") is None:
@@ -231,16 +489,8 @@ def split_editor(value: dict | None) -> tuple[Image.Image | None, Image.Image | 
     return sketch, hints
 
 
-def _scale_to(img: Image.Image, longest: int, resample: int) -> Image.Image:
-    w, h = img.size
-    if max(w, h) <= longest:
-        return img
-    s = longest / max(w, h)
-    return img.resize((max(1, round(w * s)), max(1, round(h * s))), resample)
-
-
 def no_model_status(state: ModelState) -> str:
-    reason = f" {state.detail}" if state.detail and state.model_dir is not None else ""
+    reason = f" {state.detail}" if state.detail and state.model_dirs else ""
     return (
         f"**No model loaded**, so nothing can be colorized yet.{reason} "
         "Train one (`colorizer train --config configs/cpu-demo.yaml`, about an hour on a CPU), export it "
@@ -250,37 +500,56 @@ def no_model_status(state: ModelState) -> str:
 
 
 def colorize_request(
-    state: ModelState, value: dict | None, no_hints: bool, resolution: int
+    state: ModelState,
+    value: dict | None,
+    no_hints: bool,
+    resolution: int | float | None,
+    sketch_ref: SketchRef | None = None,
 ) -> tuple[Image.Image | None, str]:
-    """The Colorize button: (colored image or None, status Markdown). Never raises."""
-    from PIL import Image
+    """The Colorize button: (colored image or None, status Markdown). Never raises.
 
-    sketch, hints = split_editor(value)
-    if sketch is None:
+    The sketch is the uploaded file (`sketch_ref`, read again at its full size) when there is one, else the
+    editor's background (API callers who send the editor value directly); hints come from the editor's layers.
+    """
+    shown, hints = split_editor(value)
+    if shown is None:
         return None, EMPTY_EDITOR_MESSAGE
     if not state.loaded:
         return None, no_model_status(state)
+    sketch, name = shown, None
+    if sketch_ref is not None:
+        try:
+            sketch, _ = read_sketch(sketch_ref.path, sketch_ref.name)
+            name = sketch_ref.name
+        except SketchError as e:
+            return None, f"{e} (Upload the sketch again.)"
     if no_hints:
         hints = None
-    resolution = int(min(max(resolution or RES_DEFAULT, RES_MIN), RES_MAX))
-    small = _scale_to(sketch, resolution, Image.Resampling.LANCZOS)
-    if hints is not None:
-        hints = hints.resize(small.size, Image.Resampling.NEAREST) if hints.size != small.size else hints
+    try:
+        res = int(min(max(int(resolution or RES_DEFAULT), RES_MIN), RES_MAX))
+    except (TypeError, ValueError, OverflowError):
+        res = RES_DEFAULT
     t0 = time.perf_counter()
     try:
-        out = state.model.colorize(small, hints=hints)
+        out = state.model.colorize(sketch, hints=hints, resolution=res)
     except Exception as e:
         log.exception("colorize failed")
-        reason = f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]
-        return None, f"**Colorizing failed**: {reason}"
+        kind = "This sketch cannot be colorized" if type(e).__name__ == "InputError" else "Colorizing failed"
+        text = str(e).strip().splitlines()[0][:300] if kind.startswith("This") else _first_line(e)
+        return None, f"**{kind}**: {text}"
     seconds = time.perf_counter() - t0
     out = out.convert("RGB")
-    if out.size != sketch.size:
+    if out.size != sketch.size:  # inference keeps the size; a stand-in model might not
+        from PIL import Image
+
         out = out.resize(sketch.size, Image.Resampling.LANCZOS)
+    w, h = sketch.size
+    s = res / max(w, h)
     hint_note = "with your hints" if hints is not None else "without hints"
+    what = f"`{name}` " if name else ""
     return out, (
-        f"Done in {seconds:.1f} s, {hint_note} "
-        f"(processed at {small.width}x{small.height}, shown at {sketch.width}x{sketch.height})."
+        f"Done in {seconds:.1f} s, {hint_note}: {what}{w}x{h} px, "
+        f"processed at {max(1, round(w * s))}x{max(1, round(h * s))}. Download the result with the button on it."
     )
 
 
@@ -291,37 +560,65 @@ def example_files() -> list[Path]:
     return sorted(EXAMPLES_DIR.glob("*.png"))
 
 
-def build_app(model_dir: Path | None, *, model_state: ModelState | None = None) -> gr.Blocks:
-    """The whole page; `model_dir` as `find_model` returns it (None: no model).
+def build_app(
+    model_dirs: Path | Sequence[Path] | None, *, model_state: ModelState | None = None
+) -> gr.Blocks:
+    """The whole page; `model_dirs` as `find_models` returns them ([] or None: no model).
 
-    `model_state` replaces loading from `model_dir` (tests pass a stand-in colorizer this way).
+    `model_state` replaces loading from `model_dirs` (tests pass a stand-in colorizer this way).
     """
     import gradio as gr
 
-    state = model_state if model_state is not None else load_model(model_dir)
+    state = model_state if model_state is not None else load_model(model_dirs)
 
-    def on_colorize(value, no_hints, resolution):
-        return colorize_request(state, value, bool(no_hints), int(resolution))
+    def on_upload(path, current):
+        editor_value, status, ref = upload_request(path)
+        if ref is None:  # refused: keep whatever the editor holds
+            if current is not None:
+                status += f"\n\nThe editor still holds the previous sketch, `{current.name}`."
+            return gr.skip(), status, gr.skip(), None
+        return editor_value, status, ref, None
+
+    def on_example(path):
+        editor_value, status, ref = upload_request(path, Path(path).name if path else None)
+        if ref is None:
+            return gr.skip(), status, gr.skip()
+        return editor_value, status, ref
+
+    def on_colorize(value, no_hints, resolution, ref):
+        return colorize_request(state, value, bool(no_hints), resolution, ref)
 
     with gr.Blocks(title="Line-art colorizer") as demo:
         gr.Markdown(
             "# Line-art colorizer\nUpload a sketch, paint a few color hints if you like, press Colorize."
         )
         gr.Markdown(state.panel_markdown(), elem_id="model-status")
+        sketch_ref = gr.State(None)
         with gr.Row():
             with gr.Column():
+                upload = gr.File(
+                    label="Sketch: drop an image file here or click to choose one (PNG, JPEG, WebP, GIF, BMP, TIFF)",
+                    file_count="single",
+                    type="filepath",
+                    height=110,
+                    elem_id="sketch-file",
+                )
                 editor = gr.ImageEditor(
                     type="pil",
-                    sources=["upload"],
+                    format="png",  # lossless: line art must not come back with webp's ringing
+                    sources=[],  # uploads go through `upload`, which the server checks
+                    transforms=[],  # no crop/resize: the editor's picture must stay the uploaded sketch
                     brush=gr.Brush(
                         colors=HINT_COLORS,
                         default_color=HINT_COLORS[0],
                         default_size=BRUSH_SIZE,
                         color_mode="defaults",
                     ),
-                    eraser=gr.Eraser(),
+                    eraser=gr.Eraser(default_size=ERASER_SIZE),
                     layers=False,
-                    label="Sketch and color hints",
+                    label="Sketch and color hints (brush: paint hints; eraser: remove them)",
+                    placeholder="Upload a sketch above, or pick an example below",
+                    buttons=["fullscreen"],
                     elem_id="editor",
                     height=560,
                 )
@@ -340,45 +637,74 @@ def build_app(model_dir: Path | None, *, model_state: ModelState | None = None) 
                 button = gr.Button("Colorize", variant="primary", elem_id="colorize")
             with gr.Column():
                 result = gr.Image(
-                    label="Result", type="pil", format="png", interactive=False, elem_id="result"
+                    label="Result",
+                    type="pil",
+                    format="png",
+                    interactive=False,
+                    buttons=["download", "fullscreen"],
+                    elem_id="result",
                 )
                 status = gr.Markdown("", elem_id="status")
         examples = example_files()
         if examples:
+            example_input = gr.Image(type="filepath", image_mode=None, visible=False)
             gr.Examples(
                 examples=[[str(p)] for p in examples],
-                inputs=[editor],
+                inputs=[example_input],
+                outputs=[editor, status, sketch_ref],
+                fn=on_example,
+                run_on_click=True,
+                cache_examples=False,
                 label="Example sketches (click one to load it)",
                 examples_per_page=8,
             )
+        upload.upload(
+            on_upload,
+            inputs=[upload, sketch_ref],
+            outputs=[editor, status, sketch_ref, upload],
+            api_name="upload_sketch",
+            show_progress="minimal",
+        )
+        editor.clear(lambda: (None, ""), outputs=[sketch_ref, status], api_name=False)
         button.click(
             on_colorize,
-            inputs=[editor, no_hints, resolution],
+            inputs=[editor, no_hints, resolution, sketch_ref],
             outputs=[result, status],
             api_name="colorize",
             show_progress="full",
+            concurrency_limit=COLORIZE_CONCURRENCY,
+            concurrency_id="colorize",
         )
-    demo.queue(default_concurrency_limit=1, max_size=16)
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)  # uploads and examples: one at a time each
     return demo
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Web UI: colorize line-art sketches with an exported model.")
     parser.add_argument(
         "--model",
+        action="append",
         default=None,
         metavar="DIR",
-        help=f"exported model folder (model.safetensors + model.json); default: ${WEIGHTS_ENV} or weights/ if present",
+        help="exported model folder (model.safetensors + model.json); repeat it or separate folders with commas "
+        f"for an ensemble (outputs averaged); default: ${WEIGHTS_ENV} or weights/ if present",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own startup probes
 
-    model_dir = find_model(args.model)
-    demo = build_app(model_dir)
-    log.info("model: %s", model_dir if model_dir is not None else "none (the page says how to get one)")
+    model_dirs = find_models(args.model)
+    demo = build_app(model_dirs)
+    log.info(
+        "model: %s",
+        ", ".join(map(str, model_dirs)) if model_dirs else "none (the page says how to get one)",
+    )
     demo.launch(
         server_name=args.host,
         server_port=args.port,

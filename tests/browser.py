@@ -1,9 +1,10 @@
-"""Helpers for browser tests: start `app.py` on a free port, launch Debian's chromium through Playwright.
+"""Helpers for app and browser tests: start `app.py` on a free port, launch Debian's chromium through Playwright,
+make a tiny exported model.
 
 with run_app("--model", str(tmp), env={...}) as url, sync_playwright() as p:
     browser = launch_chromium(p)
     page = browser.new_page()
-    page.goto(url, wait_until="networkidle")
+    open_page(page, url)
 """
 
 from __future__ import annotations
@@ -122,6 +123,25 @@ def fetch(url: str, timeout: float = 10) -> str:
         return r.read().decode("utf-8", errors="replace")
 
 
+def open_page(page, url: str, ready: str = "#colorize", timeout_ms: float = 60_000) -> None:
+    """Load the app and wait until its components are mounted (`ready` visible).
+
+    Not `wait_until="networkidle"`: a page with session state (gr.State) keeps a heartbeat request open, so the
+    network is never idle. Uploading before the components are mounted is silently ignored.
+    """
+    page.goto(url, wait_until="load", timeout=timeout_ms)
+    page.locator(ready).wait_for(state="visible", timeout=timeout_ms)
+
+
+def assert_no_gradio_error(page) -> None:
+    """No error toast, no "Error" badge on an output (what gradio 6 shows when a handler raises), no traceback."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("[data-testid='toast-body']")).to_have_count(0)
+    expect(page.locator("[data-testid='status-tracker'] .error")).to_have_count(0)
+    expect(page.locator("body")).not_to_contain_text("Traceback")
+
+
 def launch_chromium(playwright, **kwargs):
     """Debian's chromium (never Playwright's own download). Fails, not skips, when it is missing: CI installs it."""
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
@@ -129,3 +149,46 @@ def launch_chromium(playwright, **kwargs):
     return playwright.chromium.launch(
         executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, **kwargs
     )
+
+
+# ---------------------------------------------------------------------------------------------- a tiny model
+
+TINY_ARCH = {"base_width": 8, "depth": 3, "max_width": 32}
+
+
+def make_tiny_model(out_dir: Path, *, seed: int = 0, noise: float = 0.3, meta: dict | None = None) -> Path:
+    """Export a tiny, randomly perturbed generator to `out_dir` (model.safetensors + model.json); returns it.
+
+    Fresh pix2pix init gives an almost constant grey; the perturbation makes the colors vary with the input.
+    `colorizer.export.git_info` is replaced for the call: no git subprocess, a fixed "commit".
+    """
+    from unittest import mock
+
+    import torch
+
+    from colorizer import export
+    from colorizer.config import GeneratorConfig
+    from colorizer.models.generator import build_generator
+
+    arch = GeneratorConfig(**TINY_ARCH)
+    torch.manual_seed(seed)
+    G = build_generator(arch)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(torch.randn_like(p) * noise)
+    info = {
+        "training": {
+            "name": f"tiny-test-{seed}",
+            "step": 1234,
+            "epoch": 2,
+            "images_seen": 9872,
+            "data": "tests/synthetic-drawings",
+            "size_hw": [64, 96],
+            "weights": "EMA generator",
+        },
+        "metrics": {"val/l1": 0.123456, "val/fid": 98.7},
+        **(meta or {}),
+    }
+    commit = {"commit": "0123456789abcdef" * 2 + "01234567", "dirty": True}
+    with mock.patch.object(export, "git_info", lambda *a, **k: commit):
+        return export.save_model(G.state_dict(), arch, out_dir, meta=info)
