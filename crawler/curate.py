@@ -7,11 +7,11 @@ two queries is one file: the second folder holds its sidecar and a hard link, a 
 What happens, in order (every file left out gets one line in rejected.jsonl with a reason code,
 see `crawler.filters.REASONS`):
 
-1. measure each distinct file once (md5, size, colour statistics, pHashes; cached in
+1. measure each distinct file once (md5, size, colour and texture statistics, pHashes; cached in
    DEST/cache.sqlite keyed by path + size + mtime, so a re-run only reads new or changed files);
 2. unreadable / truncated files and decompression bombs out; exact duplicates (same md5: links,
    copies, sidecar-only entries) folded into one record that remembers every folder;
-3. size and aspect rules, sidecar tag rules, then colour rules (near-blank, greyscale, low saturation);
+3. size and aspect rules, sidecar tag rules, then pixel rules (near-blank, greyscale, low saturation, photo);
 4. Illustration2Vec (optional, `--tagger i2v`): tags for files without any, and a veto on tags such
    as monochrome or multiple girls (for tagged files too with `--i2v-recheck`);
 5. near duplicates (re-encoded, resized, slightly cropped copies): one pHash group keeps its largest image;
@@ -121,6 +121,11 @@ class PixelsConfig:
     min_hue_spread_deg: float = 0.0  # > 0 rejects single-tint pages (sepia); off: untested on real art
     content_delta: int = 24  # differs this much from the background colour: content
     min_content_share: float = 0.01  # less content: near blank
+    # photo: this share of pixels or more textured, at most max_flat flat or smooth, at most
+    # max_outline outlines (crawler.filters.texture_stats); photo_min_texture_share 0 = off.
+    photo_min_texture_share: float = 0.4
+    photo_max_flat_share: float = 0.4
+    photo_max_outline_share: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,9 @@ class CurateConfig:
             min_color_share=p.min_color_share,
             min_hue_spread_deg=p.min_hue_spread_deg,
             min_content_share=p.min_content_share,
+            photo_min_texture_share=p.photo_min_texture_share,
+            photo_max_flat_share=p.photo_max_flat_share,
+            photo_max_outline_share=p.photo_max_outline_share,
         )
 
     def analysis(self) -> AnalysisParams:

@@ -747,3 +747,104 @@ def test_interrupted_run_leaves_the_old_manifest_and_keeps_what_it_measured(
     assert main(args) == 0
     assert (dest / "manifest.jsonl").read_bytes() == before
     assert "4 from cache" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------
+# Photographs
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def natural_photo(h: int, w: int, seed: int, beta: float = 2.0) -> np.ndarray:
+    """A photo-like picture: colour noise with a natural image's 1/f^beta spectrum, plus sensor grain."""
+    rng = np.random.default_rng(seed)
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
+    f = np.sqrt(fx * fx + fy * fy)
+    f[0, 0] = 1.0
+    layers = [
+        np.fft.irfft2((rng.normal(size=f.shape) + 1j * rng.normal(size=f.shape)) / f ** (beta / 2), s=(h, w))
+        for _ in range(3)
+    ]
+    mix = rng.normal(0, 0.3, (3, 3)) + np.eye(3)
+    out = np.stack([sum(mix[c, k] * layers[k] for k in range(3)) for c in range(3)], axis=2)
+    out = (out - out.mean()) / out.std() * 45 + rng.uniform(90, 160, 3) + rng.normal(0, 2.0, out.shape)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def anime_like(h: int, w: int, seed: int) -> np.ndarray:
+    """Cel shading: a gradient sky, filled shapes with a soft airbrush gradient, a hard shadow, a
+    highlight and dark anti-aliased outlines; hair strokes."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+    img = np.ascontiguousarray(
+        np.broadcast_to(rng.uniform(0, 255, 3) * (1 - t) + rng.uniform(0, 255, 3) * t, (h, w, 3))
+    ).astype(np.float32)
+    yy = np.mgrid[0:h, 0:w][0].astype(np.float32)
+    for _ in range(10):
+        base = rng.uniform(60, 255, 3).astype(np.float32)
+        c = (int(rng.integers(w // 5, 4 * w // 5)), int(rng.integers(h // 5, 4 * h // 5)))
+        ax = (int(rng.integers(w // 20, w // 5)), int(rng.integers(h // 20, h // 4)))
+        ang = float(rng.uniform(0, 180))
+        masks = []
+        for center, axes in (
+            (c, ax),
+            ((c[0] + ax[0] // 3, c[1] + ax[1] // 3), ax),
+            (c, (ax[0] // 4, ax[1] // 5)),
+        ):
+            m = np.zeros((h, w), np.uint8)
+            cv2.ellipse(m, center, axes, ang, 0, 360, 1, -1)
+            masks.append(m.astype(bool))
+        fill, shadow, light = masks
+        shade = 1.0 - 0.25 * np.clip((yy - (c[1] - ax[1])) / (2 * ax[1] + 1), 0, 1)
+        img[fill] = base * shade[fill][:, None]
+        img[shadow & fill] = base * 0.7
+        img[light & fill] = np.minimum(base * 1.3 + 40, 255)
+        cv2.ellipse(img, c, ax, ang, 0, 360, (30, 20, 25), 3, cv2.LINE_AA)
+    for _ in range(25):
+        p = np.cumsum(rng.integers(-80, 80, (4, 2)), axis=0) + rng.integers(0, min(h, w), 2)
+        cv2.polylines(img, [p.astype(np.int32)], False, (40, 25, 30), 2, cv2.LINE_AA)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_photos_are_rejected_drawings_and_jpeg_anime_are_kept(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    photos = {
+        "noise_photo.jpg": encode(natural_photo(600, 800, seed=1), "JPEG", quality=85),
+        "noise_photo_coarse.png": encode(natural_photo(700, 500, seed=2, beta=2.6)),
+        "fruit_photo.png": (DATA / "photos" / "fruitcollection_leif_lod_07.png").read_bytes(),
+    }
+    drawings = {
+        "flat.png": encode(colorful(600, 500, seed=3)),
+        "flat_q75.jpg": encode(colorful(600, 500, seed=4), "JPEG", quality=75),
+        "anime_q75.jpg": encode(anime_like(900, 700, seed=5), "JPEG", quality=75),
+        "anime_q92.jpg": encode(anime_like(700, 900, seed=6), "JPEG", quality=92),
+        "anime_small_q80.jpg": encode(resized(anime_like(1000, 800, seed=7), 0.55), "JPEG", quality=80),
+    }
+    for name, data in {**photos, **drawings}.items():
+        (src / name).write_bytes(data)
+    # real drawings: the openclipart test files and the example sketches are not photos either
+    real = sorted((DATA / "openclipart").rglob("*.png"))
+    real += sorted((Path(__file__).parent.parent / "examples").glob("*.png"))
+    assert len(real) >= 40
+    for i, path in enumerate(real):
+        shutil.copy(path, src / f"real_{i:02d}_{path.name}")
+
+    cfg = small_cfg("dedup.near=false", "pixels.min_short_side_px=16", "pixels.aspect_range=[0.1,10]")
+    result = curate(src, tmp_path / "out", cfg)
+    photo_rejections = {k for k, v in reasons(result).items() if v == "photo"}
+    assert photo_rejections == set(photos)
+    detail = next(r["detail"] for r in result.rejected if r["src_path"] == "noise_photo.jpg")
+    assert "textured" in detail and "flat or smooth" in detail
+
+    stats = {name: analyze_image(src / name) for name in [*photos, *drawings]}
+    for name in drawings:  # flat fills, gradients and JPEG noise: mostly flat or smooth
+        assert stats[name].flat_share > 0.5 and stats[name].texture_share < 0.3, name
+    for name in ("noise_photo.jpg", "noise_photo_coarse.png"):
+        assert stats[name].flat_share < 0.05 and stats[name].texture_share > 0.8, name
+
+    off = curate(src, tmp_path / "off", small_cfg("dedup.near=false", "pixels.photo_min_texture_share=0"))
+    assert "photo" not in set(reasons(off).values())
