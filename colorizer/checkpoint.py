@@ -85,7 +85,8 @@ def _to_tuple(x: Any) -> Any:
 
 
 def git_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """`{"commit": sha or "unknown", "dirty": bool}` of the repository holding this code."""
+    """`{"commit": sha or "unknown", "dirty": bool, "dirty_files": [...]}` of the repository holding this code
+    (the modified tracked files, at most 50: what the commit alone does not say)."""
     cwd = Path(path) if path else Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
@@ -99,9 +100,10 @@ def git_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
             timeout=10,
             check=True,
         ).stdout
-        return {"commit": sha, "dirty": bool(status.strip())}
+        changed = [line[3:] for line in status.splitlines() if line.strip()]
+        return {"commit": sha, "dirty": bool(changed), "dirty_files": changed[:50]}
     except (OSError, subprocess.SubprocessError):
-        return {"commit": "unknown", "dirty": False}
+        return {"commit": "unknown", "dirty": False, "dirty_files": []}
 
 
 # --------------------------------------------------------------------------------------------------

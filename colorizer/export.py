@@ -50,6 +50,7 @@ def export_checkpoint(
             "step": int(state["step"]),
             "epoch": int(state.get("epoch", 0)),
             "images_seen": int(state.get("samples_seen", 0)),
+            "train_seconds": round(float(state.get("train_seconds", 0.0)), 1),
             "data": cfg.data.source,
             "size_hw": [cfg.data.height_px, cfg.data.width_px],
             "weights": "EMA generator" if weights is state.get("G_ema") else "generator",

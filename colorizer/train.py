@@ -233,6 +233,8 @@ class Trainer:
         self.D_step_fwd = torch.compile(D_step) if t.compile else D_step
         self.D_frozen_fwd = torch.compile(self.D) if t.compile else self.D
 
+        # The code this process runs, read once at start: a commit made while training must not be credited.
+        self.code = git_info()
         self.train_seconds = 0.0  # training time of earlier sessions of this run (from the checkpoint)
         self._session_start: float | None = None
         o = cfg.optim
@@ -325,7 +327,7 @@ class Trainer:
             "rng": self._rng_all[0] if self._rng_all else rng_state(),
             "rng_ranks": self._rng_all or [rng_state()],
             "world_size": self.dist.world_size,
-            "git": git_info(),
+            "git": self.code,
             "wandb_id": self.wandb_id or "",
             "metrics": dict(self.last_metrics),
             "train_seconds": self.elapsed_s(),

@@ -355,3 +355,15 @@ def test_time_budget_stops_the_run_and_counts_across_resumes(images, tmp_path, m
     assert load_checkpoint(second.last_checkpoint)["train_seconds"] == pytest.approx(60.0)
     third = Trainer(cfg).fit()  # nothing left: returns at once
     assert third.step == 6
+
+
+def test_checkpoints_name_the_code_the_run_started_with(images, tmp_path, monkeypatch):
+    """A commit made while a run trains must not be credited with its checkpoints."""
+    monkeypatch.setattr("colorizer.train.git_info", lambda *a, **k: {"commit": "a" * 40, "dirty": False})
+    trainer = Trainer(tiny(images, tmp_path, "train.steps=2"))
+    monkeypatch.setattr("colorizer.train.git_info", lambda *a, **k: {"commit": "b" * 40, "dirty": True})
+    result = trainer.fit()
+    assert load_checkpoint(result.last_checkpoint)["git"]["commit"] == "a" * 40
+    out = export_checkpoint(result.last_checkpoint, tmp_path / "model")
+    assert load_generator(out)[1]["code"]["commit"] == "a" * 40
+    assert load_generator(out)[1]["training"]["train_seconds"] > 0
