@@ -118,7 +118,7 @@ def time_app(model_dir: Path, size_px: int, runs: int) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             p = Path(tmp) / "sketch.png"
             sketch(size_px).save(p)
-            api = next(iter(client.view_api(print_info=False, return_format="dict")["named_endpoints"]))
+            api = "/colorize"  # the Colorize button's endpoint (the editor value: sketch + hint layers)
             value = {"background": handle_file(str(p)), "layers": [], "composite": handle_file(str(p))}
             times = []
             for i in range(runs + 1):

@@ -203,6 +203,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
         return _build(tp, value, key + ".")
     if origin is Literal:
+        if isinstance(value, bool) and value not in args:
+            # YAML 1.1 reads off/no/false (on/yes/true) as booleans: `train.amp=off` means the choice "off"
+            spelled = ("off", "no", "false") if not value else ("on", "yes", "true")
+            value = next((a for a in args if a in spelled), value)
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
             raise ConfigError(f"{key}: {value!r} is not one of {choices}")

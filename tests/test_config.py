@@ -101,3 +101,13 @@ def test_round_trip_through_dict_and_yaml(tmp_path):
     assert from_dict(to_dict(cfg)) == cfg
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(tmp_path / "resolved.yaml") == cfg
+
+
+def test_off_on_the_command_line_is_the_choice_not_a_boolean(tmp_path):
+    """YAML reads `off` as False; for a setting whose choices include "off" it means that choice."""
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  amp: off\n")  # unquoted in a file, too
+    assert load_config(cfg, []).train.amp == "off"
+    with pytest.raises(ConfigError, match="train.amp"):
+        load_config(None, ["train.amp=yes"])  # no "on"/"yes" choice: still a clear error
