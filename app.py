@@ -184,6 +184,9 @@ def describe_model(info: Any, n_params: int | None = None) -> str:
         return "- (no readable `model.json`)"
     training = info.get("training") if isinstance(info.get("training"), dict) else {}
     lines = []
+    demo = info.get("demo") if isinstance(info.get("demo"), dict) else {}
+    if isinstance(demo.get("what"), str):
+        lines.append(f"- **About:** {demo['what']}")
     run = []
     if training.get("name"):
         run.append(f"run `{training['name']}`")
@@ -194,6 +197,13 @@ def describe_model(info: Any, n_params: int | None = None) -> str:
     seen = training.get("images_seen")
     if isinstance(seen, int) and seen:
         run.append(f"{seen:,} images seen")
+    seconds = training.get("train_seconds")
+    if isinstance(seconds, int | float) and seconds > 0:
+        run.append(
+            f"{seconds / 3600:.1f} h of training"
+            if seconds >= 5400
+            else f"{seconds / 60:.0f} min of training"
+        )
     size = training.get("size_hw")
     if isinstance(size, list | tuple) and len(size) == 2:
         run.append(f"trained at {size[1]}x{size[0]} px")
@@ -205,7 +215,8 @@ def describe_model(info: Any, n_params: int | None = None) -> str:
         lines.append(f"- **Data:** `{training['data']}`")
     metrics = info.get("metrics")
     if isinstance(metrics, dict) and metrics:
-        shown = [f"{k} {_num(v)}" for k, v in metrics.items() if isinstance(v, int | float)][:8]
+        ordered = sorted(metrics.items(), key=lambda kv: not str(kv[0]).startswith("val/"))  # scores first
+        shown = [f"{k} {_num(v)}" for k, v in ordered if isinstance(v, int | float)][:8]
         if shown:
             lines.append("- **Metrics:** " + ", ".join(shown))
     code = info.get("code")

@@ -47,8 +47,5 @@ wait $REG
 for run in demo-gan demo-regression; do
   "$BIN/colorizer" export "$WORK/runs/$run/checkpoints/last.pt" --out "$WORK/models/$run" --half
 done
-for run in demo-gan demo-regression; do
-  "$BIN/colorizer" evaluate --model "$WORK/models/$run" --data "$WORK/curated/manifest.jsonl" --split test \
-    --out "$WORK/eval/$run-test"
-done
-echo "done: models in $WORK/models, reports in $WORK/eval"
+bash scripts/demo_eval.sh "$WORK"    # both models and the baselines, on the test split and on OpenMoji
+echo "done: models in $WORK/models, reports in $WORK/eval; the app's default is $WORK/models/demo-gan (weights/)"

@@ -104,3 +104,27 @@ def test_from_real_drawings_to_a_colored_png_through_the_command_lines(tmp_path)
         a = np.asarray(result.convert("RGB"), dtype=np.int16)
         b = np.asarray(src.convert("RGB"), dtype=np.int16)
     assert np.abs(a - b).mean() > 1  # the model painted something
+
+
+def test_the_shipped_demo_model_is_what_make_app_loads_and_it_colors(monkeypatch):
+    """`make app` / `python app.py` without --model load weights/: a small, safe, traceable model that colors."""
+    import app
+    from colorizer.export import load_generator
+    from colorizer.inference import Colorizer
+
+    monkeypatch.delenv(app.WEIGHTS_ENV, raising=False)
+    weights = ROOT / "weights"
+    assert app.find_models(None) == [weights]
+    assert (weights / "model.safetensors").stat().st_size <= 20 * 1024 * 1024
+    _, info = load_generator(weights)
+    assert info["demo"]["commands"][0].startswith("bash scripts/demo_model.sh")
+    assert info["training"]["train_seconds"] <= 90 * 60 and info["code"]["commit"] != "unknown"
+    state = app.load_model(app.find_models(None))
+    assert state.loaded and "demo model" in state.panel_markdown()
+
+    sketch = Image.open(ROOT / "examples" / "girl_portrait.png")
+    out = Colorizer.load(weights).colorize(sketch, resolution=256)
+    assert out.size == sketch.size
+    rgb = np.asarray(out.convert("RGB"), dtype=np.int16)
+    chroma = rgb.max(axis=2) - rgb.min(axis=2)
+    assert (chroma > 20).mean() > 0.05  # color, not just the grey sketch back
