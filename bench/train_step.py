@@ -354,8 +354,8 @@ def micro(setting: str, arch: str, variant: str, rounds: int) -> dict:
             train_mod.ema_update = (lambda *a, **k: None) if on else real_ema
 
         changes = {
-            "as is (Adam foreach)": lambda on: None,
-            "Adam fused": lambda on: set_opt(optims["fused"] if on else base_opt),
+            "as is (Trainer: Adam fused)": lambda on: None,
+            "Adam foreach": lambda on: set_opt(optims["foreach"] if on else base_opt),
             "Adam for-loop": lambda on: set_opt(optims["for-loop"] if on else base_opt),
             "zero_grad(set_to_none=False)": set_to_none_false,
             "no clip_grad_norm_": no_clip,
@@ -375,7 +375,7 @@ def micro(setting: str, arch: str, variant: str, rounds: int) -> dict:
         wall = time.perf_counter() - wall0
         out["other_load"] = max(0.0, (busy_cpu_s() - busy0) - (own_cpu_s() - own0)) / wall
         out["step_ms"] = {k: statistics.median(v) for k, v in times.items()}
-        base = times["as is (Adam foreach)"]
+        base = times["as is (Trainer: Adam fused)"]
         # Paired: each round's step with the change minus the same round's unchanged step.
         out["step_diff_ms"] = {
             k: statistics.median(a - b for a, b in zip(v, base, strict=True)) for k, v in times.items()
@@ -472,7 +472,7 @@ def format_micro(results: list[dict]) -> str:
         out.append(f"\nMicro-measurements: {m['setting']}, arch {m['arch']}, {m['variant']}\n")
         out.append("| piece, on its own (G + D) | best of 20, ms |\n|---|---:|")
         for key, label in [
-            ("adam_foreach_ms", "Adam step, foreach=True (what Trainer uses on CPU)"),
+            ("adam_foreach_ms", "Adam step, foreach=True (the Trainer's until fused won here)"),
             ("adam_for-loop_ms", "Adam step, foreach=False"),
             ("adam_fused_ms", "Adam step, fused=True"),
             ("clip_grad_norm_ms", "clip_grad_norm_ (default: per-tensor norms on CPU)"),
