@@ -51,15 +51,17 @@ from crawler.safebooru import (
     post_from_record,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "safebooru"
+FIXTURES = (
+    Path(__file__).resolve().parent / "data" / "fixtures" / "safebooru"
+)  # copied from ../shared/fixtures
 
 
 def fixture(name: str) -> bytes:
     """A recorded answer. A missing fixture folder is a failure, not a skip: the parsers would go untested."""
     if not FIXTURES.is_dir():
         pytest.fail(
-            f"recorded Safebooru answers not found at {FIXTURES}: the crawler's parser tests need the shared/ "
-            "folder beside the repository (clone it next to this checkout)"
+            f"recorded Safebooru answers not found at {FIXTURES}: they are part of the repository "
+            "(tests/data/fixtures/safebooru); restore them with git"
         )
     path = FIXTURES / name
     if not path.is_file():
