@@ -12,16 +12,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import queue
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from tqdm import tqdm
+from typing import Any
 
 from .archive import Archive, StoredFile
 from .download import CrawlStopped, GaveUp, HttpClient, RateLimiter, RetryPolicy
@@ -167,8 +165,11 @@ class Crawler:
         # two posts with one md5 in flight at once: the second waits, then links to the first
         with self._locks_guard:
             lock = self._md5_locks.setdefault(md5, threading.Lock())
-        with lock:
+        self.client.turns.acquire(lock)  # its holder may be waiting for the network, turn given up
+        try:
             yield
+        finally:
+            lock.release()
 
     # one post ----------------------------------------------------------------------------------------
 
@@ -255,7 +256,7 @@ class Crawler:
 
     # one query ---------------------------------------------------------------------------------------
 
-    def run_query(self, query: str, summary: CrawlSummary, bar_factory: Callable[..., tqdm]) -> None:
+    def run_query(self, query: str, summary: CrawlSummary, bar_factory: Callable[..., Any]) -> None:
         folder = ensure_query_folder(self.out_dir, query)
         report = QueryReport(query, folder.name)
         summary.queries.append(report)
@@ -274,8 +275,9 @@ class Crawler:
             retry_delay_s=opts.page_retry_delay_s,
         )
         bar = bar_factory(desc=_short_query(query), unit="file")
-        work: queue.Queue = queue.Queue(maxsize=max(8, 4 * opts.workers))  # the pager stays a little ahead
+        work = _Feed(max(8, 4 * opts.workers))  # the pager stays a little ahead
         abort = threading.Event()
+        turns = self.client.turns
 
         def worker() -> None:
             while True:
@@ -284,19 +286,20 @@ class Crawler:
                     return
                 if abort.is_set() or self.client.stopped is not None:
                     continue  # drain: stopped by Cloudflare or interrupted
-                try:
-                    outcome, failure = self._process_checked(query, folder, post, on_disk)
-                except CrawlStopped:
-                    abort.set()
-                    continue
-                except Exception as err:  # a bug: recorded, the crawl goes on
-                    reason = f"internal error: {type(err).__name__}: {err}"
-                    outcome, failure = "failed", Failure(query, post.id, reason, 0)
-                with self._summary_lock:
-                    report.outcomes[outcome] += 1
-                    if failure is not None:
-                        summary.failures.append(failure)
-                    bar.update(1)
+                with turns.turn():  # one worker runs at a time; it gives the turn up to wait
+                    try:
+                        outcome, failure = self._process_checked(query, folder, post, on_disk)
+                    except CrawlStopped:
+                        abort.set()
+                        continue
+                    except Exception as err:  # a bug: recorded, the crawl goes on
+                        reason = f"internal error: {type(err).__name__}: {err}"
+                        outcome, failure = "failed", Failure(query, post.id, reason, 0)
+                    with self._summary_lock:
+                        report.outcomes[outcome] += 1
+                        if failure is not None:
+                            summary.failures.append(failure)
+                        bar.update(1)
 
         threads = [
             threading.Thread(target=worker, name=f"crawl-{i}", daemon=True) for i in range(opts.workers)
@@ -366,8 +369,12 @@ def crawl(
     if client is None:
         client = HttpClient(RateLimiter(options.rate_per_s), options.retry, timeout_s=options.timeout_s)
 
-    def bar_factory(**kw) -> tqdm:
-        return tqdm(disable=not options.progress, file=bar_file or sys.stderr, dynamic_ncols=True, **kw)
+    def bar_factory(**kw) -> Any:
+        if not options.progress:
+            return _NoBar()
+        from tqdm import tqdm  # 30 ms of imports a run without a bar need not pay
+
+        return tqdm(file=bar_file or sys.stderr, dynamic_ncols=True, **kw)
 
     try:
         with dir_lock(out_dir), Archive(out_dir / ARCHIVE_NAME) as archive:
@@ -382,6 +389,50 @@ def crawl(
         if own_client:
             client.close()
     return summary
+
+
+class _Feed:
+    """The pager's posts for the workers: a bounded FIFO whose producer, once it is full, sleeps until it
+    has drained to a quarter (`queue.Queue` woke it for every item taken: a thread switch a file)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.low = size // 4
+        self._items: deque = deque()
+        lock = threading.Lock()
+        self._not_empty = threading.Condition(lock)
+        self._not_full = threading.Condition(lock)
+
+    def put(self, item) -> None:
+        with self._not_full:
+            while len(self._items) >= self.size:
+                self._not_full.wait()
+            self._items.append(item)
+            self._not_empty.notify()
+
+    def get(self):
+        with self._not_empty:
+            while not self._items:
+                self._not_empty.wait()
+            item = self._items.popleft()
+            if len(self._items) <= self.low:
+                self._not_full.notify()
+            return item
+
+
+class _NoBar:
+    """What `run_query` asks of a progress bar, doing nothing (`--no-progress`)."""
+
+    total: int | None = None
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _scan_folder(folder: Path) -> dict[int, list[str]]:

@@ -3,10 +3,13 @@
 - `RateLimiter`: a next-slot scheduler shared by every thread (API pages and files alike). Slots are
   `1 / rate` apart; `pause_until` pushes every thread back (a Retry-After is a message to the client,
   not to one thread).
-- `HttpClient`: one keep-alive `requests.Session` per thread; `fetch(url, read)` retries 429/5xx,
+- `HttpClient`: HTTP/1.1 spoken directly on one keep-alive socket per thread and host (`requests`
+  cost more CPU per file than all the rest of a download); `fetch(url, read)` retries 429/5xx,
   timeouts, connection errors and whatever `read` calls retryable (a truncated body, an md5 mismatch),
-  with exponential backoff and jitter, honouring Retry-After (seconds or an HTTP date). A Cloudflare
-  challenge raises `CloudflareChallenge` and flips a shared stop flag: no thread sends another request.
+  with exponential backoff and jitter, honouring Retry-After (seconds or an HTTP date). A whole answer
+  has `body_timeout_s` (each socket wait is cut to what is left of it), so a trickling server cannot
+  hold a worker. A Cloudflare challenge raises `CloudflareChallenge` and flips a shared stop flag: no
+  thread sends another request.
 - `download_file`: streams to `*.part` with a size cap, checks that the body is an image (magic bytes
   and Pillow's header decode, decompression-bomb guard) and that its md5 is the API's, fsyncs if asked,
   and returns; the caller renames (`os.replace`) once the name is decided.
@@ -14,24 +17,24 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
-import email.utils
 import hashlib
 import io
 import os
 import random
+import re
 import socket
 import threading
 import time
 import warnings
+import zlib
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urljoin, urlsplit
-
-import requests
-from PIL import Image
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 T = TypeVar("T")
 
@@ -151,6 +154,10 @@ class RateLimiter:
             self._sleep(delay)
         return max(delay, 0.0)
 
+    def must_wait(self) -> bool:
+        """Whether `acquire` may sleep (a rate, or a pause): then a worker gives its turn up first."""
+        return bool(self.interval_s) or self._clock() < self._paused_until
+
     def pause_until(self, deadline: float) -> None:
         """No slot before `deadline` (on this limiter's clock)."""
         with self._lock:
@@ -194,6 +201,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         pass
     else:
         return seconds if 0 <= seconds < float("inf") else None
+    import email.utils  # here: 7 ms of imports that a crawl without an HTTP-date Retry-After never needs
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -245,6 +254,8 @@ def check_image(source: Path | bytes) -> tuple[str, int, int]:
         with open(source, "rb") as f:
             head = f.read(64)
         opened = source
+    from PIL import Image  # here, not at the top: `crawler crawl` starts 10 ms sooner
+
     magic = sniff_format(head)
     if magic is None:
         text = head.lstrip().lower()
@@ -275,6 +286,431 @@ def check_image(source: Path | bytes) -> tuple[str, int, int]:
 
 
 # --------------------------------------------------------------------------------------------------
+# HTTP/1.1 over one keep-alive socket per thread and host
+
+
+class ProtocolError(Exception):
+    """The server broke HTTP (a bad status line, a body cut short, a broken chunk): retryable."""
+
+
+class NetworkError(Exception):
+    """A socket failed (refused, reset, DNS, TLS): retryable. Not an OSError, so that a file system
+    error while writing the body is never mistaken for one."""
+
+
+class ConnectTimeout(NetworkError):
+    pass
+
+
+class ReadTimeout(NetworkError):
+    pass
+
+
+class _WholeTimeout(Exception):
+    """The whole answer took longer than `body_timeout_s` (a server trickling bytes)."""
+
+
+class _Stale(Exception):
+    """A kept-alive connection the server had closed before answering: try once more on a new one."""
+
+
+_ACCEPT_ENCODING = "gzip, deflate"
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
+_NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9\-._~!#$%&'()*+,/:;=?@\[\]]")
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_HEADER_BYTES = 64 * 1024
+
+
+def _environ_proxy(scheme: str, host: str) -> str | None:
+    """The proxy from HTTP(S)_PROXY / ALL_PROXY for this host, None if NO_PROXY excludes it (or none)."""
+    import urllib.request  # once per host; its imports cost 12 ms of start-up
+
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if not proxy:
+        return None
+    if urllib.request.proxy_bypass_environment(host, proxies):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+class Response:
+    """A response whose body the caller reads with `chunks()`; headers are in `headers` (lowercase keys)."""
+
+    __slots__ = (
+        "_body_done", "_conn", "_decoder", "_deadline", "_drop", "_left", "_mode", "headers", "status", "url"
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        conn: _Connection,
+        url: str,
+        status: int,
+        headers: dict[str, str],
+        deadline: float,
+        drop: Callable[[_Connection], None],
+    ):
+        self._conn = conn
+        self._drop = drop
+        self.url = url
+        self.status = status
+        self.headers = headers
+        self._deadline = deadline
+        self._body_done = False
+        te = headers.get("transfer-encoding", "").lower()
+        length = headers.get("content-length")
+        if status in (204, 304) or 100 <= status < 200:
+            self._mode, self._left = "length", 0
+        elif "chunked" in te:
+            self._mode, self._left = "chunked", 0
+        elif length is not None and length.strip().isdigit():
+            self._mode, self._left = "length", int(length)
+        else:
+            self._mode, self._left = "close", -1
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if encoding in ("gzip", "x-gzip"):
+            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._decoder = _Deflate()
+        else:
+            self._decoder = None
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name, default)
+
+    @property
+    def content_length(self) -> int | None:
+        length = self.headers.get("content-length")
+        return int(length) if length and length.strip().isdigit() else None
+
+    def chunks(self, size: int = _CHUNK_BYTES) -> Iterator[bytes]:
+        """The body, decoded (gzip / deflate), in pieces of at most about `size` bytes."""
+        if self._decoder is None:
+            yield from self._raw_chunks(size)
+            return
+        decoder = self._decoder
+        try:  # at most `size` bytes out of each call: a gzip bomb cannot get past the size cap
+            for raw in self._raw_chunks(size):
+                data = decoder.decompress(raw, size)
+                while True:
+                    if data:
+                        yield data
+                    tail = decoder.unconsumed_tail
+                    if not tail:
+                        break
+                    data = decoder.decompress(tail, size)
+            rest = decoder.flush()
+        except zlib.error as err:
+            encoding = self.headers.get("content-encoding")
+            raise ProtocolError(f"the {encoding} body cannot be decoded ({err})") from None
+        if rest:
+            yield rest
+
+    def _raw_chunks(self, size: int) -> Iterator[bytes]:
+        conn = self._conn
+        if self._mode == "length":
+            left = self._left
+            while left > 0:
+                data = conn.read_some(min(left, size), self._deadline)
+                if not data:
+                    raise ProtocolError(f"body cut short: {self._left - left} of {self._left} bytes")
+                left -= len(data)
+                yield data
+        elif self._mode == "chunked":
+            while True:
+                line = conn.read_line(self._deadline)
+                try:
+                    n = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise ProtocolError(f"bad chunk size line {line[:40]!r}") from None
+                if n == 0:
+                    while conn.read_line(self._deadline):  # trailers, up to the empty line
+                        pass
+                    break
+                while n > 0:
+                    data = conn.read_some(min(n, size), self._deadline)
+                    if not data:
+                        raise ProtocolError("chunked body cut short")
+                    n -= len(data)
+                    yield data
+                if conn.read_line(self._deadline):
+                    raise ProtocolError("chunk not followed by CRLF")
+        else:  # until the server closes the connection
+            conn.keep_alive = False
+            while True:
+                data = conn.read_some(size, self._deadline)
+                if not data:
+                    break
+                yield data
+        self._body_done = True
+
+    def drain(self, max_bytes: int = 65536) -> bytes:
+        """Up to `max_bytes` of the body (an error page); the connection is reused if that was all."""
+        out = []
+        size = 0
+        for chunk in self.chunks(65536):
+            out.append(chunk)
+            size += len(chunk)
+            if size >= max_bytes:
+                break
+        return b"".join(out)
+
+    def release(self) -> None:
+        """Keep the connection for the next request if this answer was read to its end, else close it."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self._body_done and conn.keep_alive and not conn.buffered:
+            conn.idle()
+        else:
+            self._drop(conn)
+
+
+class _Deflate:
+    """`Content-Encoding: deflate`: zlib-wrapped as the RFC says, or raw deflate as some servers send."""
+
+    def __init__(self):
+        self._obj = zlib.decompressobj()
+        self._first = True
+
+    def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+        if self._first:
+            self._first = False
+            try:
+                return self._obj.decompress(data, max_length)
+            except zlib.error:
+                self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
+        return self._obj.decompress(data, max_length)
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return self._obj.unconsumed_tail
+
+    def flush(self) -> bytes:
+        return self._obj.flush()
+
+
+class Turns:
+    """Worker threads take turns: one runs Python at a time, and gives its turn up while it waits (for the
+    network, a sleep, or a lock another worker holds while waiting).
+
+    The GIL lets only one thread run anyway, but it is handed over at every system call: eight download
+    threads at full speed fought over it about 100 times a file (futex calls, context switches), more
+    CPU than the downloads themselves. With turns, a thread blocked here sleeps on its own lock and the
+    GIL changes hands about once per network wait. The turn is handed over in order, a thread back from
+    a wait (an answer in hand: a 429 that must pause everyone) before one about to start a new post. A
+    thread that holds no turn (the pager, a caller outside a crawl) is unaffected: `waiting()` is then a
+    no-op."""
+
+    __slots__ = ("_back", "_busy", "_guard", "_local", "_new")
+
+    def __init__(self):
+        self._guard = threading.Lock()
+        self._busy = False
+        self._back: deque[threading.Lock] = deque()  # back from a wait
+        self._new: deque[threading.Lock] = deque()  # starting a post
+        self._local = threading.local()
+
+    def take(self, back: bool = False) -> None:
+        with self._guard:
+            if not self._busy:
+                self._busy = True
+                self._local.held = True
+                return
+            mine = threading.Lock()
+            mine.acquire()
+            (self._back if back else self._new).append(mine)
+        mine.acquire()  # released by `give`: the turn was handed to this thread
+        self._local.held = True
+
+    def give(self) -> None:
+        self._local.held = False
+        with self._guard:
+            if self._back:
+                self._back.popleft().release()
+            elif self._new:
+                self._new.popleft().release()
+            else:
+                self._busy = False
+
+    def held(self) -> bool:
+        return getattr(self._local, "held", False)
+
+    def turn(self) -> _Turn:
+        """`with turns.turn():` run with the turn (give it up inside with `waiting()`)."""
+        return _Turn(self)
+
+    def waiting(self) -> _Waiting:
+        """`with turns.waiting():` a blocking wait; the turn (if this thread has it) goes to another."""
+        return _Waiting(self)
+
+    def acquire(self, lock: threading.Lock) -> None:
+        """Take `lock`, giving the turn up if it has to wait (its holder may be waiting for the turn)."""
+        if not lock.acquire(blocking=False):
+            with self.waiting():
+                lock.acquire()
+
+
+class _Turn:
+    __slots__ = ("_turns",)
+
+    def __init__(self, turns: Turns):
+        self._turns = turns
+
+    def __enter__(self) -> None:
+        self._turns.take()
+
+    def __exit__(self, *exc) -> None:
+        self._turns.give()
+
+
+class _Waiting:
+    __slots__ = ("_held", "_turns")
+
+    def __init__(self, turns: Turns):
+        self._turns = turns
+        self._held = False
+
+    def __enter__(self) -> None:
+        if self._turns.held():
+            self._held = True
+            self._turns.give()
+
+    def __exit__(self, *exc) -> None:
+        if self._held:
+            self._turns.take(back=True)
+
+
+class _Connection:
+    """One TCP (or TLS) connection with a read buffer; `keep_alive` false once it must not be reused."""
+
+    def __init__(self, sock: socket.socket, read_timeout_s: float, turns: Turns):
+        self.sock = sock
+        self.turns = turns
+        self._rbuf = memoryview(bytearray(_CHUNK_BYTES))  # recv_into: no 256 KB allocation per read
+        self.read_timeout_s = read_timeout_s
+        self._timeout = read_timeout_s
+        self._buf = b""
+        self.keep_alive = True
+        self.reused = False
+        self.closed = False
+
+    @property
+    def buffered(self) -> bool:
+        return bool(self._buf)
+
+    def idle(self) -> None:
+        self.reused = True  # from now on, a connection the server closed meanwhile is `_Stale`
+
+    def close(self) -> None:
+        self.closed = True
+        self.keep_alive = False
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)  # a request: fits the empty send buffer, no wait (the turn is kept)
+        except OSError as err:
+            if self.reused:
+                raise _Stale() from None
+            raise NetworkError(f"send: {err}") from None
+
+    def _recv(self, n: int, deadline: float) -> bytes:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _WholeTimeout()
+        timeout = self.read_timeout_s if remaining > self.read_timeout_s else remaining
+        if timeout != self._timeout:
+            self.sock.settimeout(timeout)
+            self._timeout = timeout
+        rbuf = self._rbuf
+        if n > len(rbuf):
+            n = len(rbuf)
+        try:
+            with self.turns.waiting():
+                got = self.sock.recv_into(rbuf, n)
+            return rbuf[:got].tobytes()
+        except TimeoutError:
+            if time.monotonic() >= deadline - 0.001:
+                raise _WholeTimeout() from None
+            raise ReadTimeout(f"no byte in {timeout:g} s") from None
+        except OSError as err:
+            raise NetworkError(f"recv: {err}") from None
+
+    def read_some(self, n: int, deadline: float) -> bytes:
+        """At most `n` bytes (what is buffered first); b"" when the server closed the connection."""
+        buf = self._buf
+        if buf:
+            if len(buf) <= n:
+                self._buf = b""
+                return buf
+            self._buf = buf[n:]
+            return buf[:n]
+        return self._recv(n, deadline)
+
+    def read_line(self, deadline: float, limit: int = _MAX_HEADER_BYTES) -> bytes:
+        """One line without its CRLF (chunk sizes, trailers)."""
+        buf = self._buf
+        while True:
+            i = buf.find(b"\n")
+            if i >= 0:
+                self._buf = buf[i + 1 :]
+                return buf[:i].rstrip(b"\r")
+            if len(buf) > limit:
+                raise ProtocolError("line too long")
+            data = self._recv(65536, deadline)
+            if not data:
+                raise ProtocolError("connection closed in the middle of a line")
+            buf += data
+
+    def read_head(self, deadline: float) -> tuple[int, dict[str, str]]:
+        """The status line and headers (lowercase names; repeated headers joined with ", ")."""
+        buf = self._buf
+        start = 0
+        while True:
+            end = buf.find(b"\r\n\r\n", start)
+            if end >= 0:
+                break
+            if len(buf) > _MAX_HEADER_BYTES:
+                raise ProtocolError("response headers too long")
+            try:
+                data = self._recv(262144, deadline)
+            except ReadTimeout:
+                raise
+            except NetworkError:
+                if not buf and self.reused:  # reset by a server that had closed it while idle
+                    raise _Stale() from None
+                raise
+            if not data:
+                if not buf and self.reused:
+                    raise _Stale()
+                raise ProtocolError("connection closed before the answer" if not buf else "headers cut short")
+            start = max(0, len(buf) - 3)
+            buf = buf + data if buf else data
+        self._buf = buf[end + 4 :]
+        lines = buf[:end].decode("latin-1").split("\r\n")
+        status_line = lines[0].split(None, 2)
+        if len(status_line) < 2 or not status_line[0].startswith("HTTP/") or not status_line[1].isdigit():
+            raise ProtocolError(f"not an HTTP answer: {_short_text(lines[0])!r}")
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep:
+                continue
+            name = name.strip().lower()
+            value = value.strip()
+            if name in headers:
+                headers[name] = f"{headers[name]}, {value}"
+            else:
+                headers[name] = value
+        connection = headers.get("connection", "").lower()
+        if "close" in connection or (status_line[0] == "HTTP/1.0" and "keep-alive" not in connection):
+            self.keep_alive = False
+        return int(status_line[1]), headers
+
+
+# --------------------------------------------------------------------------------------------------
 # HTTP client
 
 
@@ -288,7 +724,13 @@ class FileResult:
 
 
 class HttpClient:
-    """Rate-limited GETs with retries; one keep-alive session per thread."""
+    """Rate-limited GETs with retries; one keep-alive connection per thread and host.
+
+    HTTP/1.1 is spoken here directly over the socket (Content-Length, chunked and close-delimited
+    bodies, gzip/deflate, HTTPS with the CA bundle of REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE / certifi,
+    HTTP(S)_PROXY and NO_PROXY read once per host): `requests` cost about 1 ms of CPU a file, more than
+    everything else a download does. A kept-alive connection the server closed meanwhile is replaced
+    at once (the request had not reached it); every other failure goes through `fetch`'s retries."""
 
     def __init__(
         self,
@@ -306,50 +748,26 @@ class HttpClient:
         self.body_timeout_s = body_timeout_s  # a whole answer (a server that trickles bytes forever)
         self.user_agent = user_agent
         self._sleep = sleep
+        self.turns = Turns()  # taken by crawl's workers; given up here while waiting
         self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
-        self._proxy_cache: dict[str, dict[str, str]] = {}
-        self._watch_lock = threading.Lock()
-        self._watched: dict[int, tuple[float, requests.Response]] = {}
-        self._watchdog: threading.Thread | None = None
+        self._conns: set[_Connection] = set()
+        self._conns_lock = threading.Lock()
+        self._proxy_cache: dict[tuple[str, str], str | None] = {}
+        self._ssl_context = None
         self._closed = False
         self.stopped: CrawlStopped | None = None
         self.requests_sent = 0
         self._count_lock = threading.Lock()
 
-    def session(self) -> requests.Session:
-        s = getattr(self._local, "session", None)
-        if s is None:
-            s = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=2, max_retries=0)
-            s.mount("http://", adapter)
-            s.mount("https://", adapter)
-            s.headers["User-Agent"] = self.user_agent
-            # requests re-reads proxy settings from os.environ on every request (about 0.7 ms here);
-            # read them once instead, per host, with the same rules (HTTP(S)_PROXY, NO_PROXY, CA bundle)
-            s.trust_env = False
-            s.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-            self._local.session = s
-            with self._sessions_lock:
-                self._sessions.append(s)
-        return s
-
-    def _proxies_for(self, url: str) -> dict[str, str]:
-        netloc = urlsplit(url).netloc
-        proxies = self._proxy_cache.get(netloc)
-        if proxies is None:
-            proxies = self._proxy_cache[netloc] = requests.utils.get_environ_proxies(url)
-        return proxies
-
     def close(self) -> None:
         self._closed = True
-        with self._sessions_lock:
-            for s in self._sessions:
-                s.close()
-            self._sessions.clear()
+        with self._conns_lock:
+            conns = list(self._conns)
+            self._conns.clear()
+        for conn in conns:
+            conn.close()
 
-    def fetch(self, url: str, read: Callable[[requests.Response], T]) -> tuple[T, int]:
+    def fetch(self, url: str, read: Callable[[Response], T]) -> tuple[T, int]:
         """GET `url` and hand the 200 response to `read`; returns `(read's result, attempts)`.
 
         Retries what can succeed later. Raises GaveUp when attempts run out or a failure is final,
@@ -359,6 +777,7 @@ class HttpClient:
         last = "no attempt"
         for attempt in range(1, self.retry.attempts + 1):
             throttled = False
+            retry_after = None
             try:
                 with self._get(url) as resp:
                     return read(resp), attempt
@@ -374,12 +793,14 @@ class HttpClient:
                     if self.stopped is None:
                         self.stopped = stop
                     raise self.stopped from None
-            except requests.Timeout as err:
-                last, retryable, retry_after = f"timeout ({type(err).__name__})", True, None
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
-                last, retryable, retry_after = f"connection error ({_short(err)})", True, None
-            except requests.RequestException as err:
-                last, retryable, retry_after = f"request failed ({_short(err)})", False, None
+            except _WholeTimeout:
+                last, retryable = f"timeout: the answer took more than {self.body_timeout_s:g} s", True
+            except ConnectTimeout:
+                last, retryable = "timeout (ConnectTimeout)", True
+            except ReadTimeout:
+                last, retryable = "timeout (ReadTimeout)", True
+            except (NetworkError, ProtocolError) as err:
+                last, retryable = f"connection error ({_short(err)})", True
             if not retryable or attempt == self.retry.attempts:
                 raise GaveUp(last, attempt)
             if retry_after:  # every thread waits: the server asked
@@ -387,93 +808,188 @@ class HttpClient:
             elif throttled:  # "too fast" without a Retry-After (or 0): every thread backs off
                 self.limiter.pause_for(self.retry.delay_s(attempt))
             else:
-                self._sleep(self.retry.delay_s(attempt))
+                with self.turns.waiting():
+                    self._sleep(self.retry.delay_s(attempt))
         raise GaveUp(last, self.retry.attempts)  # pragma: no cover - the loop returns or raises
 
     @contextlib.contextmanager
-    def _get(self, url: str) -> Iterator[requests.Response]:
+    def _get(self, url: str) -> Iterator[Response]:
         """One rate-limited GET, redirects followed by hand; yields the checked 200 response."""
         for _hop in range(MAX_REDIRECTS + 1):
             if self.stopped is not None:
                 raise self.stopped
-            self.limiter.acquire()
+            if self.limiter.must_wait():
+                with self.turns.waiting():
+                    self.limiter.acquire()
             if self.stopped is not None:
                 raise self.stopped
             with self._count_lock:
                 self.requests_sent += 1
-            resp = self.session().get(
-                url,
-                stream=True,
-                timeout=self.timeout_s,
-                proxies=self._proxies_for(url),
-                allow_redirects=False,
-            )
-            with resp:
-                location = resp.headers.get("Location") if resp.is_redirect else None
+            resp = self._request(url)
+            try:
+                location = resp.header("location") if resp.status in _REDIRECTS else None
                 if location is None:
                     self._check_status(url, resp)
-                    deadline = time.monotonic() + self.body_timeout_s
-                    resp.deadline = deadline  # type: ignore[attr-defined]
-                    self._watch(resp, deadline)
-                    try:
-                        yield resp
-                    except requests.RequestException:
-                        if getattr(resp, "timed_out", False):
-                            raise FetchError(
-                                f"timeout: the answer took more than {self.body_timeout_s:g} s",
-                                retryable=True,
-                            ) from None
-                        raise
-                    finally:
-                        self._unwatch(resp)
+                    yield resp
                     return
+                resp.drain()
+            finally:
+                resp.release()
             target = urljoin(url, location.strip())
             if urlsplit(target).scheme not in ("http", "https"):
                 raise FetchError(f"redirect to a non-HTTP address: {_short_text(target)}", retryable=False)
             url = target
         raise FetchError(f"more than {MAX_REDIRECTS} redirects (last: {_short_text(url)})", retryable=False)
 
-    def _watch(self, resp: requests.Response, deadline: float) -> None:
-        """Close `resp`'s socket if its body is still arriving at `deadline`: the read timeout bounds
-        each wait for bytes, not a server that trickles one byte at a time."""
-        with self._watch_lock:
-            self._watched[id(resp)] = (deadline, resp)
-            if self._watchdog is None:
-                self._watchdog = threading.Thread(target=self._watch_loop, name="http-watchdog", daemon=True)
-                self._watchdog.start()
+    def _request(self, url: str) -> Response:
+        """Send one GET and read the answer's head; the body is left to the caller."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        host = parts.hostname
+        if scheme not in ("http", "https") or not host:
+            raise FetchError(f"invalid URL: {_short_text(url)}", retryable=False)
+        try:
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            raise FetchError(f"invalid URL (port): {_short_text(url)}", retryable=False) from None
+        proxy = self._proxy_for(scheme, host)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        if _NEEDS_QUOTING.search(target):  # spaces, non-ASCII: percent-encoded as requests does
+            target = quote(target, safe=_URL_SAFE)
+        host_header = f"[{host}]" if ":" in host else host
+        if port != (443 if scheme == "https" else 80):
+            host_header += f":{port}"
+        lines = [
+            f"GET {f'{scheme}://{host_header}{target}' if proxy and scheme == 'http' else target} HTTP/1.1",
+            f"Host: {host_header}",
+            f"User-Agent: {self.user_agent}",
+            f"Accept-Encoding: {_ACCEPT_ENCODING}",
+            "Accept: */*",
+            "Connection: keep-alive",
+        ]
+        if parts.username is not None:
+            lines.append(f"Authorization: {_basic_auth(parts.username, parts.password)}")
+        if proxy and scheme == "http":
+            auth = _proxy_auth(proxy)
+            if auth:
+                lines.append(f"Proxy-Authorization: {auth}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "strict")
+        deadline = time.monotonic() + self.body_timeout_s
+        key = (scheme, host, port, proxy)
+        conns = self._local.__dict__.setdefault("conns", {})
+        conn = conns.get(key)
+        for _ in range(2):
+            if conn is None or conn.closed:
+                conn = conns[key] = self._connect(scheme, host, port, proxy)
+            try:
+                conn.send(head)
+                status, headers = conn.read_head(deadline)
+            except _Stale:  # the server closed it while it was idle: a new one, at once
+                self._drop(conn)
+                conn = None
+                continue
+            except BaseException:
+                self._drop(conn)
+                raise
+            return Response(conn, url, status, headers, deadline, self._drop)
+        raise ProtocolError("the server closed two connections in a row without answering")
 
-    def _unwatch(self, resp: requests.Response) -> None:
-        with self._watch_lock:
-            self._watched.pop(id(resp), None)
+    def _drop(self, conn: _Connection) -> None:
+        conn.close()
+        with self._conns_lock:
+            self._conns.discard(conn)
 
-    def _watch_loop(self) -> None:
-        period = min(1.0, max(0.05, self.body_timeout_s / 4))
-        while not self._closed:
-            time.sleep(period)
-            now = time.monotonic()
-            with self._watch_lock:
-                overdue = [r for d, r in self._watched.values() if d < now]
-            for resp in overdue:
-                resp.timed_out = True  # type: ignore[attr-defined]
-                sock = getattr(getattr(resp.raw, "_connection", None), "sock", None)
-                with contextlib.suppress(OSError, AttributeError):
-                    sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in recv()
+    def _proxy_for(self, scheme: str, host: str) -> str | None:
+        key = (scheme, host)
+        try:
+            return self._proxy_cache[key]
+        except KeyError:
+            proxy = self._proxy_cache[key] = _environ_proxy(scheme, host)
+            return proxy
 
-    def _check_status(self, url: str, resp: requests.Response) -> None:
-        status = resp.status_code
-        if status == 200 and "cf-mitigated" not in {k.lower() for k in resp.headers}:
+    def _context(self):
+        if self._ssl_context is None:
+            import ssl
+
+            cafile = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if not cafile:
+                try:
+                    import certifi
+
+                    cafile = certifi.where()
+                except ImportError:
+                    cafile = None
+            if cafile and os.path.isdir(cafile):
+                self._ssl_context = ssl.create_default_context(capath=cafile)
+            else:
+                self._ssl_context = ssl.create_default_context(cafile=cafile)
+        return self._ssl_context
+
+    def _connect(self, scheme: str, host: str, port: int, proxy: str | None) -> _Connection:
+        if self._closed:
+            raise NetworkError("the client is closed")
+        connect_s, read_s = self.timeout_s
+        address = (host, port)
+        if proxy:
+            p = urlsplit(proxy)
+            address = (p.hostname or "", p.port or (443 if p.scheme == "https" else 80))
+        try:
+            with self.turns.waiting():
+                sock = socket.create_connection(address, timeout=connect_s)
+        except TimeoutError:
+            raise ConnectTimeout(f"connect to {address[0]}:{address[1]}") from None
+        except OSError as err:
+            raise NetworkError(f"connect to {address[0]}:{address[1]}: {err}") from None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if proxy and urlsplit(proxy).scheme == "https":
+                sock = self._context().wrap_socket(sock, server_hostname=address[0])
+            if proxy and scheme == "https":  # a tunnel through the proxy, then TLS end to end
+                tunnel = _Connection(sock, connect_s, self.turns)
+                auth = _proxy_auth(proxy)
+                request = f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                if auth:
+                    request += f"Proxy-Authorization: {auth}\r\n"
+                tunnel.send((request + "\r\n").encode("latin-1"))
+                status, _ = tunnel.read_head(time.monotonic() + connect_s)
+                if status != 200:
+                    raise NetworkError(f"the proxy refused the tunnel to {host}:{port} (HTTP {status})")
+            if scheme == "https":
+                with self.turns.waiting():
+                    sock = self._context().wrap_socket(sock, server_hostname=host)
+            sock.settimeout(read_s)
+        except TimeoutError:
+            sock.close()
+            raise ConnectTimeout(f"TLS handshake with {host}:{port}") from None
+        except OSError as err:
+            sock.close()
+            raise NetworkError(f"{host}:{port}: {err}") from None
+        except BaseException:
+            sock.close()
+            raise
+        conn = _Connection(sock, read_s, self.turns)
+        with self._conns_lock:
+            self._conns.add(conn)
+        return conn
+
+    def _check_status(self, url: str, resp: Response) -> None:
+        status = resp.status
+        headers = resp.headers
+        if status == 200 and "cf-mitigated" not in headers:
             return
         body = b""
-        if status != 200 or "html" in resp.headers.get("Content-Type", ""):
-            body = _read_capped(resp, 65536)
-        if is_cloudflare_challenge(status, resp.headers, body):
+        if status != 200 or "html" in headers.get("content-type", ""):
+            body = resp.drain(65536)
+        if is_cloudflare_challenge(status, headers, body):
             if self.stopped is None:
                 self.stopped = CloudflareChallenge(url, status)
             raise self.stopped
         if status == 200:
             return
         if status in RETRY_STATUSES:
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            retry_after = parse_retry_after(headers.get("retry-after"))
             raise FetchError(
                 f"HTTP {status}",
                 retryable=True,
@@ -488,8 +1004,8 @@ class HttpClient:
     def get_bytes(self, url: str, max_bytes: int = 64 * 1024 * 1024) -> bytes:
         """The whole body of a small answer (an API page)."""
 
-        def read(resp: requests.Response) -> bytes:
-            body = _read_capped(resp, max_bytes + 1)
+        def read(resp: Response) -> bytes:
+            body = resp.drain(max_bytes + 1)
             if len(body) > max_bytes:
                 raise FetchError(f"answer larger than {max_bytes} bytes", retryable=False)
             return body
@@ -508,18 +1024,17 @@ class HttpClient:
         On any failure `part` is removed and GaveUp/CrawlStopped is raised; on success `part` holds the
         exact bytes whose md5 the API announced."""
 
-        def read(resp: requests.Response) -> tuple[str, int, int, int]:
-            length = resp.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > max_bytes:
-                raise FetchError(f"too large: {int(length)} bytes > --max-mb cap", retryable=False)
+        def read(resp: Response) -> tuple[str, int, int, int]:
+            length = resp.content_length
+            if length is not None and length > max_bytes:
+                raise FetchError(f"too large: {length} bytes > --max-mb cap", retryable=False)
             digest = hashlib.md5()
             size = 0
             kept: list[bytes] | None = []  # small bodies are checked in memory (no second open)
             # raw os calls: no buffered-file layer (isatty, fstat, lseek), fewer GIL hand-overs
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
             try:
-                for chunk in resp.iter_content(_CHUNK_BYTES):
-                    _check_deadline(resp)
+                for chunk in resp.chunks(_CHUNK_BYTES):
                     size += len(chunk)
                     if size > max_bytes:
                         raise FetchError(
@@ -533,7 +1048,11 @@ class HttpClient:
                         kept.append(chunk)
                         if size > _IN_MEMORY_CHECK_BYTES:
                             kept = None
-                ext, width, height = _check_body(b"".join(kept) if kept is not None else part, resp)
+                if kept is not None:
+                    body: Path | bytes = kept[0] if len(kept) == 1 else b"".join(kept)
+                else:
+                    body = part
+                ext, width, height = _check_body(body, resp)
                 got = digest.hexdigest()
                 if got != md5:
                     raise FetchError(
@@ -553,7 +1072,17 @@ class HttpClient:
         return FileResult(ext, size, width, height, attempts)
 
 
-def _check_body(body: Path | bytes, resp: requests.Response) -> tuple[str, int, int]:
+def _basic_auth(user: str | None, password: str | None) -> str:
+    raw = f"{unquote(user or '')}:{unquote(password or '')}".encode("latin-1", "replace")
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def _proxy_auth(proxy: str) -> str | None:
+    p = urlsplit(proxy)
+    return _basic_auth(p.username, p.password) if p.username is not None else None
+
+
+def _check_body(body: Path | bytes, resp: Response) -> tuple[str, int, int]:
     try:
         return check_image(body)
     except FetchError:
@@ -562,24 +1091,6 @@ def _check_body(body: Path | bytes, resp: requests.Response) -> tuple[str, int, 
         if is_cloudflare_challenge(200, resp.headers, body[:65536]):
             raise CloudflareChallenge(resp.url, 200) from None
         raise
-
-
-def _check_deadline(resp: requests.Response) -> None:
-    deadline = getattr(resp, "deadline", None)
-    if deadline is not None and time.monotonic() > deadline:
-        raise FetchError("timeout: the answer took too long to arrive (trickling)", retryable=True)
-
-
-def _read_capped(resp: requests.Response, max_bytes: int) -> bytes:
-    chunks = []
-    size = 0
-    for chunk in resp.iter_content(65536):
-        _check_deadline(resp)
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= max_bytes:
-            break
-    return b"".join(chunks)
 
 
 def _short(err: Exception) -> str:

@@ -4,6 +4,7 @@ limit as the server measures it, and the command line."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -388,6 +389,8 @@ class Hostile:
         import threading
 
         self.image = image
+        self.page = b"<posts>" + b"".join(b'<post id="%d"/>' % i for i in range(2000)) + b"</posts>"
+        self.proxied: list[str] = []
         self.hits: list[tuple[float, str]] = []
         self.throttle_left = 2
         outer = self
@@ -419,6 +422,9 @@ class Hostile:
 
     def handle(self, h):
         path = h.path
+        if path.startswith("http://"):  # asked as a proxy: absolute-form request target
+            self.proxied.append(path)
+            path = "/" + path.split("/", 3)[3]
         if path == "/img.png":
             self.send(h, 200, self.image, [("Content-Type", "image/png")])
         elif path == "/hop":
@@ -448,6 +454,33 @@ class Hostile:
                 self.send(h, 429, b"slow down")
             else:
                 self.send(h, 200, self.image, [("Content-Type", "image/png")])
+        elif path == "/chunked-gzip":  # an API page as nginx sends it: gzip, in chunks
+            body = gzip.compress(self.page)
+            h.send_response(200)
+            h.send_header("Content-Type", "application/xml")
+            h.send_header("Content-Encoding", "gzip")
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            for i in range(0, len(body), 700):
+                piece = body[i : i + 700]
+                h.wfile.write(b"%x;ext=1\r\n%s\r\n" % (len(piece), piece))
+            h.wfile.write(b"0\r\nX-Trailer: yes\r\n\r\n")
+        elif path == "/until-close":  # no length: the body ends when the connection does
+            h.send_response(200)
+            h.send_header("Content-Type", "image/png")
+            h.send_header("Connection", "close")
+            h.end_headers()
+            h.wfile.write(self.image)
+            h.close_connection = True
+        elif path == "/cut":  # announces more than it sends, then hangs up
+            h.send_response(200)
+            h.send_header("Content-Length", str(len(self.image)))
+            h.end_headers()
+            h.wfile.write(self.image[: len(self.image) // 2])
+            h.close_connection = True
+        elif path == "/then-hang-up":  # answers as if keep-alive, then closes (an idle timeout)
+            self.send(h, 200, self.image, [("Content-Type", "image/png")])
+            h.close_connection = True
         elif path == "/hours":
             self.send(h, 429, b"come back tomorrow", [("Retry-After", "86400")])
         else:
@@ -523,6 +556,46 @@ def test_429_without_retry_after_holds_back_every_thread(hostile, tmp_path):
     (second,) = [t for t, p in hostile.hits if p == "/img.png"]
     assert len(throttled) == 3 and throttled[1] - throttled[0] >= 0.38 and throttled[2] - throttled[1] >= 0.78
     assert second - throttled[0] >= 0.38  # the other thread waited out the back-off too
+    client.close()
+
+
+def test_http_framings_gzip_and_a_closed_keep_alive(hostile, tmp_path):
+    from crawler.download import GaveUp, RetryPolicy
+
+    md5 = hashlib.md5(hostile.image).hexdigest()
+    client = _client()
+    assert client.get_bytes(f"{hostile.url}/chunked-gzip") == hostile.page  # chunked, extensions, trailers
+    result = client.download_file(f"{hostile.url}/until-close", md5, tmp_path / "1.part", 1 << 20)
+    assert result.attempts == 1 and (tmp_path / "1.part").read_bytes() == hostile.image
+    # the server closed the kept-alive connection after answering: the next request goes out on a new
+    # one at once, without a failed attempt
+    for _ in range(3):
+        result = client.download_file(f"{hostile.url}/then-hang-up", md5, tmp_path / "2.part", 1 << 20)
+        assert result.attempts == 1
+    assert client.download_file(f"{hostile.url}/img.png", md5, tmp_path / "3.part", 1 << 20).attempts == 1
+    client.close()
+    client = _client(retry=RetryPolicy(attempts=2, base_s=0.01))
+    with pytest.raises(GaveUp, match="connection error.*cut short") as err:
+        client.download_file(f"{hostile.url}/cut", md5, tmp_path / "4.part", 1 << 20)
+    assert err.value.attempts == 2 and not (tmp_path / "4.part").exists()
+    client.close()
+
+
+def test_http_proxy_from_the_environment(hostile, tmp_path, monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, hostile.url)
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    md5 = hashlib.md5(hostile.image).hexdigest()
+    client = _client()
+    client.download_file("http://booru.invalid/img.png", md5, tmp_path / "1.part", 1 << 20)
+    assert hostile.proxied == ["http://booru.invalid/img.png"]
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    client.close()
+    client = _client()
+    client.download_file(f"{hostile.url}/img.png", md5, tmp_path / "2.part", 1 << 20)
+    assert len(hostile.proxied) == 1  # NO_PROXY: straight to the server
     client.close()
 
 
