@@ -165,11 +165,8 @@ class Crawler:
         # two posts with one md5 in flight at once: the second waits, then links to the first
         with self._locks_guard:
             lock = self._md5_locks.setdefault(md5, threading.Lock())
-        self.client.turns.acquire(lock)  # its holder may be waiting for the network, turn given up
-        try:
+        with lock:
             yield
-        finally:
-            lock.release()
 
     # one post ----------------------------------------------------------------------------------------
 
@@ -275,9 +272,8 @@ class Crawler:
             retry_delay_s=opts.page_retry_delay_s,
         )
         bar = bar_factory(desc=_short_query(query), unit="file")
-        work = _Feed(max(8, 4 * opts.workers))  # the pager stays a little ahead
+        work = _Feed(max(16, 8 * opts.workers))  # the pager stays ahead (a page fetch is a network wait)
         abort = threading.Event()
-        turns = self.client.turns
 
         def worker() -> None:
             while True:
@@ -286,20 +282,19 @@ class Crawler:
                     return
                 if abort.is_set() or self.client.stopped is not None:
                     continue  # drain: stopped by Cloudflare or interrupted
-                with turns.turn():  # one worker runs at a time; it gives the turn up to wait
-                    try:
-                        outcome, failure = self._process_checked(query, folder, post, on_disk)
-                    except CrawlStopped:
-                        abort.set()
-                        continue
-                    except Exception as err:  # a bug: recorded, the crawl goes on
-                        reason = f"internal error: {type(err).__name__}: {err}"
-                        outcome, failure = "failed", Failure(query, post.id, reason, 0)
-                    with self._summary_lock:
-                        report.outcomes[outcome] += 1
-                        if failure is not None:
-                            summary.failures.append(failure)
-                        bar.update(1)
+                try:
+                    outcome, failure = self._process_checked(query, folder, post, on_disk)
+                except CrawlStopped:
+                    abort.set()
+                    continue
+                except Exception as err:  # a bug: recorded, the crawl goes on
+                    reason = f"internal error: {type(err).__name__}: {err}"
+                    outcome, failure = "failed", Failure(query, post.id, reason, 0)
+                with self._summary_lock:
+                    report.outcomes[outcome] += 1
+                    if failure is not None:
+                        summary.failures.append(failure)
+                    bar.update(1)
 
         threads = [
             threading.Thread(target=worker, name=f"crawl-{i}", daemon=True) for i in range(opts.workers)
@@ -393,11 +388,11 @@ def crawl(
 
 class _Feed:
     """The pager's posts for the workers: a bounded FIFO whose producer, once it is full, sleeps until it
-    has drained to a quarter (`queue.Queue` woke it for every item taken: a thread switch a file)."""
+    has drained to half (`queue.Queue` woke it for every item taken: a thread switch a file)."""
 
     def __init__(self, size: int):
         self.size = size
-        self.low = size // 4
+        self.low = size // 2
         self._items: deque = deque()
         lock = threading.Lock()
         self._not_empty = threading.Condition(lock)

@@ -25,11 +25,12 @@ import os
 import random
 import re
 import socket
+import struct
+import sys
 import threading
 import time
 import warnings
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,10 +154,6 @@ class RateLimiter:
         if delay > 0:
             self._sleep(delay)
         return max(delay, 0.0)
-
-    def must_wait(self) -> bool:
-        """Whether `acquire` may sleep (a rate, or a pause): then a worker gives its turn up first."""
-        return bool(self.interval_s) or self._clock() < self._paused_until
 
     def pause_until(self, deadline: float) -> None:
         """No slot before `deadline` (on this limiter's clock)."""
@@ -490,103 +487,28 @@ class _Deflate:
         return self._obj.flush()
 
 
-class Turns:
-    """Worker threads take turns: one runs Python at a time, and gives its turn up while it waits (for the
-    network, a sleep, or a lock another worker holds while waiting).
-
-    The GIL lets only one thread run anyway, but it is handed over at every system call: eight download
-    threads at full speed fought over it about 100 times a file (futex calls, context switches), more
-    CPU than the downloads themselves. With turns, a thread blocked here sleeps on its own lock and the
-    GIL changes hands about once per network wait. The turn is handed over in order, a thread back from
-    a wait (an answer in hand: a 429 that must pause everyone) before one about to start a new post. A
-    thread that holds no turn (the pager, a caller outside a crawl) is unaffected: `waiting()` is then a
-    no-op."""
-
-    __slots__ = ("_back", "_busy", "_guard", "_local", "_new")
-
-    def __init__(self):
-        self._guard = threading.Lock()
-        self._busy = False
-        self._back: deque[threading.Lock] = deque()  # back from a wait
-        self._new: deque[threading.Lock] = deque()  # starting a post
-        self._local = threading.local()
-
-    def take(self, back: bool = False) -> None:
-        with self._guard:
-            if not self._busy:
-                self._busy = True
-                self._local.held = True
-                return
-            mine = threading.Lock()
-            mine.acquire()
-            (self._back if back else self._new).append(mine)
-        mine.acquire()  # released by `give`: the turn was handed to this thread
-        self._local.held = True
-
-    def give(self) -> None:
-        self._local.held = False
-        with self._guard:
-            if self._back:
-                self._back.popleft().release()
-            elif self._new:
-                self._new.popleft().release()
-            else:
-                self._busy = False
-
-    def held(self) -> bool:
-        return getattr(self._local, "held", False)
-
-    def turn(self) -> _Turn:
-        """`with turns.turn():` run with the turn (give it up inside with `waiting()`)."""
-        return _Turn(self)
-
-    def waiting(self) -> _Waiting:
-        """`with turns.waiting():` a blocking wait; the turn (if this thread has it) goes to another."""
-        return _Waiting(self)
-
-    def acquire(self, lock: threading.Lock) -> None:
-        """Take `lock`, giving the turn up if it has to wait (its holder may be waiting for the turn)."""
-        if not lock.acquire(blocking=False):
-            with self.waiting():
-                lock.acquire()
+def _timeval(seconds: float) -> bytes:
+    """A `struct timeval` for SO_RCVTIMEO / SO_SNDTIMEO (never 0, which would mean "no timeout")."""
+    usec = max(1000, int(round(seconds * 1e6)))
+    return struct.pack("ll", usec // 1_000_000, usec % 1_000_000)
 
 
-class _Turn:
-    __slots__ = ("_turns",)
-
-    def __init__(self, turns: Turns):
-        self._turns = turns
-
-    def __enter__(self) -> None:
-        self._turns.take()
-
-    def __exit__(self, *exc) -> None:
-        self._turns.give()
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux") and struct.calcsize("l") == 8
 
 
-class _Waiting:
-    __slots__ = ("_held", "_turns")
-
-    def __init__(self, turns: Turns):
-        self._turns = turns
-        self._held = False
-
-    def __enter__(self) -> None:
-        if self._turns.held():
-            self._held = True
-            self._turns.give()
-
-    def __exit__(self, *exc) -> None:
-        if self._held:
-            self._turns.take(back=True)
+def _ssl_socket_types() -> tuple[type, ...]:
+    ssl = sys.modules.get("ssl")
+    return (ssl.SSLSocket,) if ssl is not None else ()
 
 
 class _Connection:
     """One TCP (or TLS) connection with a read buffer; `keep_alive` false once it must not be reused."""
 
-    def __init__(self, sock: socket.socket, read_timeout_s: float, turns: Turns):
+    def __init__(self, sock: socket.socket, read_timeout_s: float, kernel_timeouts: bool = False):
         self.sock = sock
-        self.turns = turns
+        # plain TCP on Linux: a blocking socket whose timeouts the kernel keeps (SO_RCVTIMEO): Python's own
+        # timeout polls before every recv and send, two system calls (and GIL hand-overs) a request
+        self._kernel_timeouts = kernel_timeouts
         self._rbuf = memoryview(bytearray(_CHUNK_BYTES))  # recv_into: no 256 KB allocation per read
         self.read_timeout_s = read_timeout_s
         self._timeout = read_timeout_s
@@ -610,7 +532,7 @@ class _Connection:
 
     def send(self, data: bytes) -> None:
         try:
-            self.sock.sendall(data)  # a request: fits the empty send buffer, no wait (the turn is kept)
+            self.sock.sendall(data)
         except OSError as err:
             if self.reused:
                 raise _Stale() from None
@@ -622,16 +544,18 @@ class _Connection:
             raise _WholeTimeout()
         timeout = self.read_timeout_s if remaining > self.read_timeout_s else remaining
         if timeout != self._timeout:
-            self.sock.settimeout(timeout)
+            if self._kernel_timeouts:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(timeout))
+            else:
+                self.sock.settimeout(timeout)
             self._timeout = timeout
         rbuf = self._rbuf
         if n > len(rbuf):
             n = len(rbuf)
         try:
-            with self.turns.waiting():
-                got = self.sock.recv_into(rbuf, n)
+            got = self.sock.recv_into(rbuf, n)
             return rbuf[:got].tobytes()
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO ran out
             if time.monotonic() >= deadline - 0.001:
                 raise _WholeTimeout() from None
             raise ReadTimeout(f"no byte in {timeout:g} s") from None
@@ -748,7 +672,6 @@ class HttpClient:
         self.body_timeout_s = body_timeout_s  # a whole answer (a server that trickles bytes forever)
         self.user_agent = user_agent
         self._sleep = sleep
-        self.turns = Turns()  # taken by crawl's workers; given up here while waiting
         self._local = threading.local()
         self._conns: set[_Connection] = set()
         self._conns_lock = threading.Lock()
@@ -808,8 +731,7 @@ class HttpClient:
             elif throttled:  # "too fast" without a Retry-After (or 0): every thread backs off
                 self.limiter.pause_for(self.retry.delay_s(attempt))
             else:
-                with self.turns.waiting():
-                    self._sleep(self.retry.delay_s(attempt))
+                self._sleep(self.retry.delay_s(attempt))
         raise GaveUp(last, self.retry.attempts)  # pragma: no cover - the loop returns or raises
 
     @contextlib.contextmanager
@@ -818,9 +740,7 @@ class HttpClient:
         for _hop in range(MAX_REDIRECTS + 1):
             if self.stopped is not None:
                 raise self.stopped
-            if self.limiter.must_wait():
-                with self.turns.waiting():
-                    self.limiter.acquire()
+            self.limiter.acquire()
             if self.stopped is not None:
                 raise self.stopped
             with self._count_lock:
@@ -936,8 +856,7 @@ class HttpClient:
             p = urlsplit(proxy)
             address = (p.hostname or "", p.port or (443 if p.scheme == "https" else 80))
         try:
-            with self.turns.waiting():
-                sock = socket.create_connection(address, timeout=connect_s)
+            sock = socket.create_connection(address, timeout=connect_s)
         except TimeoutError:
             raise ConnectTimeout(f"connect to {address[0]}:{address[1]}") from None
         except OSError as err:
@@ -947,7 +866,7 @@ class HttpClient:
             if proxy and urlsplit(proxy).scheme == "https":
                 sock = self._context().wrap_socket(sock, server_hostname=address[0])
             if proxy and scheme == "https":  # a tunnel through the proxy, then TLS end to end
-                tunnel = _Connection(sock, connect_s, self.turns)
+                tunnel = _Connection(sock, connect_s)
                 auth = _proxy_auth(proxy)
                 request = f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n"
                 if auth:
@@ -957,9 +876,14 @@ class HttpClient:
                 if status != 200:
                     raise NetworkError(f"the proxy refused the tunnel to {host}:{port} (HTTP {status})")
             if scheme == "https":
-                with self.turns.waiting():
-                    sock = self._context().wrap_socket(sock, server_hostname=host)
-            sock.settimeout(read_s)
+                sock = self._context().wrap_socket(sock, server_hostname=host)
+            kernel_timeouts = _KERNEL_TIMEOUTS and not isinstance(sock, _ssl_socket_types())
+            if kernel_timeouts:
+                sock.settimeout(None)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(read_s))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(read_s))
+            else:
+                sock.settimeout(read_s)
         except TimeoutError:
             sock.close()
             raise ConnectTimeout(f"TLS handshake with {host}:{port}") from None
@@ -969,7 +893,7 @@ class HttpClient:
         except BaseException:
             sock.close()
             raise
-        conn = _Connection(sock, read_s, self.turns)
+        conn = _Connection(sock, read_s, kernel_timeouts)
         with self._conns_lock:
             self._conns.add(conn)
         return conn
