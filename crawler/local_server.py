@@ -256,8 +256,12 @@ class LocalBooru:
         port: int = 0,
         deep_cap: int = 200_000,
         request_log: Path | None = None,
+        tls=None,
     ):
+        """`tls`: an `ssl.SSLContext` with the server's certificate loaded: the server speaks HTTPS (tests of the
+        crawler's TLS path, with a self-signed certificate the client is told to trust)."""
         self.catalog = catalog
+        self.scheme = "https" if tls is not None else "http"
         self.faults = faults or Faults()
         self.deep_cap = deep_cap
         self.log: list[LoggedRequest] = []
@@ -270,13 +274,15 @@ class LocalBooru:
         self._log_file = open(request_log, "a", buffering=1) if request_log else None  # noqa: SIM115
         self._search_cache: dict[tuple, list[CatalogPost]] = {}
         self._httpd = _Server((host, port), _Handler)
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         self._httpd.booru = self
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self.scheme}://{host}:{port}"
 
     def start(self) -> LocalBooru:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="local-booru", daemon=True)
@@ -407,7 +413,7 @@ class LocalBooru:
             if empty:
                 page = []
         host = h.headers.get("Host")
-        base = f"http://{host}" if host else self.url
+        base = f"{self.scheme}://{host}" if host else self.url
         if as_json:
             body = self._json(page, base) if page else b""
             return self._send(h, 200, body, "application/json; charset=UTF-8")
