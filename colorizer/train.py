@@ -474,16 +474,8 @@ class Trainer:
         with self.autocast():
             scores = self.D_frozen_fwd(line, fake)
         g = self.losses.generator(scores, fake, color)
-        self.opt_G.zero_grad(set_to_none=True)
-        self.scaler.scale(g.total).backward()
-        self.scaler.unscale_(self.opt_G)
+        gn_G = self._update_G(g.total, probe)
         if probe is not None:
-            probe.record_grads("G")
-        trainable = [p for p in self.G.parameters() if p.requires_grad]
-        gn_G = torch.nn.utils.clip_grad_norm_(trainable, clip if clip > 0 else math.inf)
-        self.scaler.step(self.opt_G)
-        if probe is not None:
-            probe.record_update("G")
             probe.record_scores(real_scores, fake_scores)
             probe.detach()
         self.scaler.update()
@@ -503,16 +495,11 @@ class Trainer:
             ]
         )
 
-    def _regression_step(
-        self, fake: torch.Tensor, color: torch.Tensor, probe: StepProbe | None
-    ) -> torch.Tensor:
-        """loss.adversarial_weight=0: G alone learns to reconstruct (the no-GAN baseline); D is never run,
-        so the whole step's time goes to G. D's numbers are reported as 0."""
+    def _update_G(self, loss: torch.Tensor, probe: StepProbe | None) -> torch.Tensor:
+        """Backward `loss`, clip G's gradients, step G's optimizer; returns G's gradient norm (before clipping)."""
         clip = self.cfg.optim.grad_clip
-        reconstruction = reconstruction_loss(fake, color)
-        total = self.losses.reconstruction_weight * reconstruction
         self.opt_G.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
+        self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.opt_G)
         if probe is not None:
             probe.record_grads("G")
@@ -521,6 +508,16 @@ class Trainer:
         self.scaler.step(self.opt_G)
         if probe is not None:
             probe.record_update("G")
+        return gn_G
+
+    def _regression_step(
+        self, fake: torch.Tensor, color: torch.Tensor, probe: StepProbe | None
+    ) -> torch.Tensor:
+        """loss.adversarial_weight=0: G alone learns to reconstruct (the no-GAN baseline); D is never run,
+        so the whole step's time goes to G. D's numbers are reported as 0."""
+        reconstruction = reconstruction_loss(fake, color)
+        gn_G = self._update_G(self.losses.reconstruction_weight * reconstruction, probe)
+        if probe is not None:
             probe.detach()
         self.scaler.update()
         self.sched_G.step()  # D's optimizer and schedule stay untouched
@@ -638,7 +635,10 @@ class Trainer:
                     self.step += 1
                     pending.append((self.step, numbers))
                     stopping = distributed.any_rank(stop.signal is not None, self.dist, self.device)
-                    out_of_time = distributed.any_rank(self.out_of_time(), self.dist, self.device)
+                    # no time budget, no extra collective per step under DDP
+                    out_of_time = t.max_minutes > 0 and distributed.any_rank(
+                        self.out_of_time(), self.dist, self.device
+                    )
                     at_end = self.step >= t.steps or stopping or out_of_time
                     if probe is not None:
                         self._check_finite(numbers[None].cpu(), [self.step])
