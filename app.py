@@ -676,7 +676,8 @@ def build_app(
             api_name="upload_sketch",
             show_progress="minimal",
         )
-        editor.clear(lambda: (None, ""), outputs=[sketch_ref, status], api_name=False)
+        # the editor itself too: a Colorize click right after must not send the cleared sketch
+        editor.clear(lambda: (None, None, ""), outputs=[editor, sketch_ref, status], api_name=False)
         button.click(
             on_colorize,
             inputs=[editor, no_hints, resolution, sketch_ref],
