@@ -12,7 +12,9 @@
   thread sends another request.
 - `download_file`: streams to `*.part` with a size cap, checks that the body is an image (magic bytes
   and Pillow's header decode, decompression-bomb guard) and that its md5 is the API's, fsyncs if asked,
-  and returns; the caller renames (`os.replace`) once the name is decided.
+  and returns; the caller renames (`os.replace`) once the name is decided. With a `gate` (the crawl's
+  workers share one) a small body is received whole first and stored holding the gate: the threads
+  wait for the network together but take turns at the CPU and disk work.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import threading
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -374,6 +376,11 @@ class Response:
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name, default)
+
+    @property
+    def encoded(self) -> bool:
+        """The body is compressed (gzip / deflate): its decoded size is not its Content-Length."""
+        return self._decoder is not None
 
     @property
     def content_length(self) -> int | None:
@@ -938,12 +945,24 @@ class HttpClient:
         return body
 
     def download_file(
-        self, url: str, md5: str, part: Path, max_bytes: int, *, fsync: bool = False
+        self,
+        url: str,
+        md5: str,
+        part: Path,
+        max_bytes: int,
+        *,
+        fsync: bool = False,
+        gate: contextlib.AbstractContextManager | None = None,
     ) -> FileResult:
         """Stream `url` into `part`, verified (size cap, image check, md5), and fsynced if `fsync`.
 
         The rename that follows is what makes a kill safe (the final name only ever holds a whole,
         verified file); `fsync` adds safety against a power cut, at several ms a file on a slow disk.
+
+        `gate` (a lock shared by the download threads): a body of known length up to 8 MB is first
+        read whole from the network, then written and checked holding the gate, so that the threads
+        wait for the network in parallel but do the CPU and disk work of their files one at a time.
+        Larger, chunked and compressed bodies are streamed to disk as they come, without the gate.
 
         On any failure `part` is removed and GaveUp/CrawlStopped is raised; on success `part` holds the
         exact bytes whose md5 the API announced."""
@@ -952,40 +971,53 @@ class HttpClient:
             length = resp.content_length
             if length is not None and length > max_bytes:
                 raise FetchError(f"too large: {length} bytes > --max-mb cap", retryable=False)
+            chunks: Iterable[bytes] = resp.chunks(_CHUNK_BYTES)
+            held: contextlib.AbstractContextManager = contextlib.nullcontext()
+            if (
+                gate is not None
+                and length is not None
+                and length <= _IN_MEMORY_CHECK_BYTES
+                and not resp.encoded
+            ):
+                chunks, held = list(chunks), gate  # the network wait happens here, outside the gate
             digest = hashlib.md5()
             size = 0
             kept: list[bytes] | None = []  # small bodies are checked in memory (no second open)
-            # raw os calls: no buffered-file layer (isatty, fstat, lseek), fewer GIL hand-overs
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+            fd = -1
             try:
-                for chunk in resp.chunks(_CHUNK_BYTES):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise FetchError(
-                            f"too large: more than {max_bytes} bytes (--max-mb cap)", retryable=False
-                        )
-                    digest.update(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                with held:
+                    # raw os calls: no buffered-file layer (isatty, fstat, lseek), fewer GIL hand-overs
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+                    fd = os.open(part, flags, 0o666)
+                    for chunk in chunks:
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise FetchError(
+                                f"too large: more than {max_bytes} bytes (--max-mb cap)", retryable=False
+                            )
+                        digest.update(chunk)
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                        if kept is not None:
+                            kept.append(chunk)
+                            if size > _IN_MEMORY_CHECK_BYTES:
+                                kept = None
                     if kept is not None:
-                        kept.append(chunk)
-                        if size > _IN_MEMORY_CHECK_BYTES:
-                            kept = None
-                if kept is not None:
-                    body: Path | bytes = kept[0] if len(kept) == 1 else b"".join(kept)
-                else:
-                    body = part
-                ext, width, height = _check_body(body, resp)
-                got = digest.hexdigest()
-                if got != md5:
-                    raise FetchError(
-                        f"md5 mismatch: file {got}, API says {md5} ({size} bytes)", retryable=True
-                    )
-                if fsync:
+                        body: Path | bytes = kept[0] if len(kept) == 1 else b"".join(kept)
+                    else:
+                        body = part
+                    ext, width, height = _check_body(body, resp)
+                    got = digest.hexdigest()
+                    if got != md5:
+                        raise FetchError(
+                            f"md5 mismatch: file {got}, API says {md5} ({size} bytes)", retryable=True
+                        )
+                if fsync:  # outside the gate: the disk may take milliseconds, other threads need not wait
                     os.fsync(fd)
             finally:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
             return ext, size, width, height
 
         try:

@@ -481,6 +481,14 @@ class Hostile:
         elif path == "/then-hang-up":  # answers as if keep-alive, then closes (an idle timeout)
             self.send(h, 200, self.image, [("Content-Type", "image/png")])
             h.close_connection = True
+        elif path == "/late":  # a slow network: the head at once, the body a second later
+            h.send_response(200)
+            h.send_header("Content-Type", "image/png")
+            h.send_header("Content-Length", str(len(self.image)))
+            h.end_headers()
+            h.wfile.flush()
+            time.sleep(1.0)
+            h.wfile.write(self.image)
         elif path == "/hours":
             self.send(h, 429, b"come back tomorrow", [("Retry-After", "86400")])
         else:
@@ -524,6 +532,52 @@ def test_redirects_are_followed_through_the_rate_limit_and_bounded(hostile, tmp_
     with pytest.raises(GaveUp, match="non-HTTP"):
         client.download_file(f"{hostile.url}/file-scheme", md5, part, 1 << 20)
     assert not part.exists()
+    client.close()
+
+
+def test_download_threads_wait_for_the_network_in_parallel_and_store_one_at_a_time(hostile, tmp_path):
+    """The store gate (crawl.py shares one among its workers): held only for the disk and CPU work of a
+    body already received, never during the network wait (else 8 workers on a slow network would
+    download one file at a time)."""
+    import threading
+
+    client = _client()
+    md5 = hashlib.md5(hostile.image).hexdigest()
+    gate = threading.Lock()
+
+    def download(name):
+        return threading.Thread(
+            target=lambda: client.download_file(
+                f"{hostile.url}/late", md5, tmp_path / name, 1 << 20, gate=gate
+            )
+        )
+
+    def wait_for_hits(n):
+        deadline = time.monotonic() + 5
+        while len(hostile.hits) < n:
+            assert time.monotonic() < deadline, "the request never reached the server"
+            time.sleep(0.01)
+
+    # another thread is storing its file: this one receives its answer, then waits for its turn
+    gate.acquire()
+    first = download("1.part")
+    first.start()
+    wait_for_hits(1)
+    time.sleep(1.5)  # the whole answer is in
+    assert first.is_alive() and not (tmp_path / "1.part").exists()
+    gate.release()
+    first.join(5)
+    assert not first.is_alive() and (tmp_path / "1.part").read_bytes() == hostile.image
+
+    # a download waiting for its answer does not hold the gate
+    second = download("2.part")
+    second.start()
+    wait_for_hits(2)
+    time.sleep(0.3)  # its head is in, its body a second away
+    assert gate.acquire(blocking=False)
+    gate.release()
+    second.join(5)
+    assert (tmp_path / "2.part").read_bytes() == hostile.image
     client.close()
 
 
