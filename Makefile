@@ -37,14 +37,16 @@ test: venv chromium
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-# Each benchmark prints its table; the figures, commands and machine are in BENCHMARKS.md. About 30 minutes.
+# Each benchmark prints its table; the figures, commands and machine are in BENCHMARKS.md. About 45 minutes.
+# The crawler's is run beside gallery-dl (the `bench` extra, from PyPI).
 bench: venv
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python bench/data_pipeline.py
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/diagnostics.py
 	$(BIN)/python bench/inference.py
 	$(BIN)/python bench/curate.py
-	$(BIN)/python bench/crawl.py --no-gallery-dl
+	$(BIN)/python bench/crawl.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
