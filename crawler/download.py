@@ -384,8 +384,9 @@ class Response:
 
     @property
     def content_length(self) -> int | None:
-        length = self.headers.get("content-length")
-        return int(length) if length and length.strip().isdigit() else None
+        """The body's length on the wire when Content-Length frames it (None for chunked or close-delimited
+        bodies: a Content-Length beside `Transfer-Encoding: chunked` is ignored, as HTTP/1.1 says)."""
+        return self._left if self._mode == "length" else None
 
     def chunks(self, size: int = _CHUNK_BYTES) -> Iterator[bytes]:
         """The body, decoded (gzip / deflate), in pieces of at most about `size` bytes."""

@@ -489,6 +489,18 @@ class Hostile:
             h.wfile.flush()
             time.sleep(1.0)
             h.wfile.write(self.image)
+        elif path == "/endless-chunked":  # a small Content-Length beside chunked framing, and no end
+            h.send_response(200)
+            h.send_header("Content-Type", "image/png")
+            h.send_header("Content-Length", "10")
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            piece = b"\0" * 65536
+            try:
+                while True:
+                    h.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            except OSError:
+                pass
         elif path == "/hours":
             self.send(h, 429, b"come back tomorrow", [("Retry-After", "86400")])
         else:
@@ -578,6 +590,24 @@ def test_download_threads_wait_for_the_network_in_parallel_and_store_one_at_a_ti
     gate.release()
     second.join(5)
     assert (tmp_path / "2.part").read_bytes() == hostile.image
+    client.close()
+
+
+def test_a_chunked_body_that_claims_a_small_length_is_still_capped(hostile, tmp_path):
+    """The framing decides, not the Content-Length beside it: the body is streamed against the size cap,
+    never gathered in memory because its header said 10 bytes."""
+    import threading
+
+    from crawler.download import GaveUp, RetryPolicy
+
+    client = _client(retry=RetryPolicy(attempts=1), body_timeout_s=20)
+    t0 = time.monotonic()
+    with pytest.raises(GaveUp, match="too large"):
+        client.download_file(
+            f"{hostile.url}/endless-chunked", "0" * 32, tmp_path / "1.part", 1 << 20, gate=threading.Lock()
+        )
+    assert time.monotonic() - t0 < 10
+    assert not (tmp_path / "1.part").exists()
     client.close()
 
 
