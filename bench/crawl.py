@@ -234,7 +234,7 @@ def main() -> int:
         "--workers", default="1,4,8", help="crawler workers to try (default: %(default)s; 4 is the crawler's)"
     )
     p.add_argument(
-        "--repeat", type=int, default=3, help="runs of each setting, medians (default: %(default)s)"
+        "--repeat", type=int, default=None, help="runs of each setting, medians (default: 3; 1 with --smoke)"
     )
     p.add_argument("--rate", type=float, default=5.0, help="the --rate whose precision is measured")
     p.add_argument(
@@ -279,11 +279,11 @@ def main() -> int:
         for latency in latencies:
             server = Server(gallery, latency, work / f"requests-{latency}.log")
             by_setting: dict[tuple[str, int], list[Run]] = {k: [] for k in settings}
+            shutil.rmtree(runs_dir, ignore_errors=True)  # what a killed run of the benchmark left
             try:
                 for rep in range(args.repeat):  # the tools take turns: a slow minute hits them all
                     for tool, workers in settings:
                         out = runs_dir / f"{tool}-{latency}-{workers}-{rep}"
-                        shutil.rmtree(out, ignore_errors=True)
                         if tool == "crawler":
                             run = run_crawler(server, out, latency, workers, args.posts, expected)
                         else:
