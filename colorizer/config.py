@@ -11,18 +11,13 @@ an overnight run's config fails in the first second, not after eight hours.
 from __future__ import annotations
 
 import dataclasses
-import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from typedconfig import ConfigError, build, deep_merge, load, parse_override, save, to_dict
 
-
-class ConfigError(ValueError):
-    """A config file or override is wrong; the message names the key and what to do."""
+__all__ = ["Config", "ConfigError", "from_dict", "load_config", "parse_override", "save_config", "to_dict"]
 
 
 @dataclass(frozen=True)
@@ -186,169 +181,31 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------------------
-# Loading, merging, checking
+# Loading, merging, checking: the machinery is shared with curation (typedconfig, torch-free).
+
+_deep_merge = deep_merge  # colorizer.sweep merges its search space with it
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Return `value` converted to the annotated type `tp`, or raise ConfigError naming `key`."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
-        return _build(tp, value, key + ".")
-    if origin is Literal:
-        if isinstance(value, bool) and value not in args:
-            # YAML 1.1 reads off/no/false (on/yes/true) as booleans: `train.amp=off` means the choice "off"
-            spelled = ("off", "no", "false") if not value else ("on", "yes", "true")
-            value = next((a for a in args if a in spelled), value)
-        if value not in args:
-            choices = ", ".join(repr(a) for a in args)
-            raise ConfigError(f"{key}: {value!r} is not one of {choices}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in args:
-            if option is type(None):
-                if value is None:
-                    return None
-                continue
-            try:
-                return _coerce(key, value, option)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{key}: {value!r} fits none of {_type_name(tp)}")
-    if origin is tuple:
-        if isinstance(value, str):
-            raise ConfigError(f"{key}: expected a list like [a, b], got the string {value!r}")
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            if len(value) == 0:
-                raise ConfigError(f"{key}: expected at least one value")
-            return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}: {value!r}")
-        return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            if isinstance(value, str):
-                try:
-                    f = float(value.replace("_", ""))
-                except ValueError:
-                    f = None
-                if f is not None and f.is_integer():
-                    return int(f)
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}: expected text, got {value!r}")
-    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # a bug in this file
-
-
-def _build(cls: type, values: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        key = prefix + str(unknown[0])
-        close = [n for n in names if n.lower() == str(unknown[0]).lower().replace("-", "_")]
-        hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-        raise ConfigError(f"unknown config key {key!r}{hint}; known keys here: {', '.join(sorted(names))}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in values:
-            kwargs[f.name] = _coerce(prefix + f.name, values[f.name], hints[f.name])
-    return cls(**kwargs)
-
-
-def to_dict(cfg: Any) -> dict:
-    """The config as plain nested dicts/lists (JSON/YAML-safe, no tuples)."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
-
-
-def _deep_merge(base: dict, update: dict, prefix: str = "") -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v, f"{prefix}{k}.")
-        else:
-            out[k] = v
-    return out
-
-
-def parse_override(text: str) -> dict:
-    """`"optim.lr_G=1e-4"` -> `{"optim": {"lr_G": 1e-4}}` (values parsed as YAML)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value, e.g. optim.lr_G=1e-4")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {key}: cannot parse {raw!r}: {e}") from None
-    out: dict = {}
-    node = out
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
+def _no_empty_lists(cfg: Any, prefix: str = "") -> Any:
+    """Every list setting of the model side needs a value to draw from (e.g. lineart.xdog_sigmas)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            _no_empty_lists(value, f"{prefix}{f.name}.")
+        elif value == ():
+            raise ConfigError(f"{prefix}{f.name}: expected at least one value")
+    return cfg
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults <- YAML file at `path` <- `key=value` overrides, type-checked."""
-    values: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} not found; the shipped ones are in configs/")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping of settings at the top level")
-        values = loaded
-    for text in overrides:
-        values = _deep_merge(values, parse_override(text))
-    return _build(Config, values)
+    return _no_empty_lists(load(Config, path, overrides))
 
 
 def from_dict(values: dict) -> Config:
     """Rebuild a Config from `to_dict` output (e.g. the copy stored in a checkpoint)."""
-    return _build(Config, values)
+    return _no_empty_lists(build(Config, values))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    save(cfg, path)
