@@ -1,5 +1,5 @@
-"""`crawler` command line: `crawl` (Safebooru by tag query), `serve-local` (a local Safebooru for tests and
-demos), `filter` (curation into manifest.jsonl + rejected.jsonl).
+"""`crawler` command line: `crawl` (a booru by tag query), `serve-local` (a local booru for tests and demos,
+speaking both the Gelbooru 0.2 and the Danbooru API), `filter` (curation into manifest.jsonl + rejected.jsonl).
 
 No torch import here (nor anywhere in `crawler/`): the crawler must start fast, on a machine without torch.
 """
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+SITES = ("safebooru", "gelbooru", "danbooru")  # crawler.sites; listed here so that --help imports nothing
 
 
 def _positive_float(text: str) -> float:
@@ -41,13 +42,13 @@ def build_parser(with_filter: bool = True) -> argparse.ArgumentParser:
     and the image code: a fifth of a second that `crawler crawl` need not pay)."""
     parser = argparse.ArgumentParser(
         prog="crawler",
-        description="Build a training set from Safebooru: crawl tag queries into per-query folders.",
+        description="Build a training set from a booru: crawl tag queries into per-query folders.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser(
         "crawl",
-        help="download Safebooru posts by tag query into per-query folders (resumable, rate-limited)",
+        help="download posts by tag query into per-query folders (resumable, rate-limited)",
         description="Download each QUERY's posts into DIR/<folder>/<id>.<ext> with an <id>.json sidecar. "
         "Re-running resumes; a file already stored (same md5) is never fetched again, also for another query. "
         "Exit status: 0 all done, 1 some posts or listings failed, 3 stopped by a Cloudflare challenge.",
@@ -56,7 +57,16 @@ def build_parser(with_filter: bool = True) -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, type=Path, metavar="DIR", help="where the per-query folders go")
     c.add_argument("--limit", type=_count, default=None, metavar="N", help="at most N posts per query")
     c.add_argument(
-        "--base-url", default="https://safebooru.org", metavar="URL", help="(default: %(default)s)"
+        "--site",
+        choices=SITES,
+        default="safebooru",
+        help="which API: safebooru and gelbooru speak Gelbooru 0.2, danbooru its own (default: %(default)s)",
+    )
+    c.add_argument(
+        "--base-url",
+        default=None,
+        metavar="URL",
+        help="another instance of the site's software, e.g. a local server (default: the site itself)",
     )
     c.add_argument("--rate", type=_rate, default=2.0, metavar="R",
                    help="requests per second, API pages and files together, all workers (default: %(default)s; "
@@ -65,7 +75,7 @@ def build_parser(with_filter: bool = True) -> argparse.ArgumentParser:
         "--workers", type=_count, default=4, metavar="W", help="parallel downloads (default: %(default)s)"
     )
     c.add_argument("--format", choices=("xml", "json"), default="xml",
-                   help="API answer format (default: %(default)s, which carries the total count)")  # fmt: skip
+                   help="Gelbooru 0.2 answer format (default: %(default)s, which carries the total count)")  # fmt: skip
     c.add_argument("--max-mb", type=_positive_float, default=50.0, metavar="MB",
                    help="refuse files larger than this (default: %(default)s)")  # fmt: skip
     c.add_argument(
@@ -79,7 +89,7 @@ def build_parser(with_filter: bool = True) -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "serve-local",
-        help="serve a folder of images through a Safebooru-compatible API (tests, demos, benchmarks)",
+        help="serve a folder of images through Safebooru- and Danbooru-compatible APIs (tests, demos, benchmarks)",
         description="Tags come from <name>.json sidecars or from sub-folder names and file-name words.",
     )
     s.add_argument("folder", type=Path, metavar="FOLDER")
@@ -115,14 +125,15 @@ def _crawl(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         if query not in queries:
             queries.append(query)
-    if not args.base_url.startswith(("http://", "https://")):
+    if args.base_url is not None and not args.base_url.startswith(("http://", "https://")):
         print(
             f"crawler crawl: --base-url must start with http:// or https://, got {args.base_url}",
             file=sys.stderr,
         )
         return EXIT_USAGE
     options = CrawlOptions(
-        base_url=args.base_url.rstrip("/"),
+        site=args.site,
+        base_url=args.base_url,
         rate_per_s=args.rate,
         workers=args.workers,
         limit=args.limit,

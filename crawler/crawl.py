@@ -30,7 +30,8 @@ from .layout import (
     same_file,
     write_sidecar,
 )
-from .safebooru import DEFAULT_BASE_URL, IMAGE_EXTENSIONS, OFFSET_CAP, ApiError, Listing, Post, iter_posts
+from .sites import IMAGE_EXTENSIONS, ApiError, Listing, Post, get_site
+from .sites.gelbooru_v02 import OFFSET_CAP
 
 ARCHIVE_NAME = "archive.sqlite"
 LOCK_NAME = ".crawl.lock"
@@ -39,11 +40,14 @@ _LEFTOVER_SUFFIXES = (".part", ".tmp", ".link-tmp")
 
 @dataclass(frozen=True)
 class CrawlOptions:
-    base_url: str = DEFAULT_BASE_URL
+    site: str = "safebooru"  # crawler.sites: safebooru | gelbooru | danbooru
+    base_url: str | None = None  # another instance of the site's software; None: the site itself
     rate_per_s: float = 2.0  # every request (API pages and files) shares it; 0 = unlimited
     workers: int = 4
     limit: int | None = None  # posts per query
-    fmt: str = "xml"  # xml gives the total (`count`) for the progress bar and the empty-page check
+    fmt: str = (
+        "xml"  # Gelbooru 0.2: xml gives the total (`count`) for the progress bar and the empty-page check
+    )
     max_bytes: int = 50 * 1024 * 1024
     retry: RetryPolicy = RetryPolicy()
     offset_cap: int = OFFSET_CAP
@@ -156,6 +160,7 @@ class Crawler:
         self.options = options
         self.archive = archive
         self.client = client
+        self.site = get_site(options.site, options.base_url, fmt=options.fmt, offset_cap=options.offset_cap)
         self._locks_guard = threading.Lock()
         self._md5_locks: dict[str, threading.Lock] = {}
         self._summary_lock = threading.Lock()
@@ -272,14 +277,11 @@ class Crawler:
         on_disk = _scan_folder(folder)
         listing = Listing()
         opts = self.options
-        posts = iter_posts(
+        posts = self.site.posts(
             self.client.get_bytes,
             query,
             limit=opts.limit,
             listing=listing,
-            base_url=opts.base_url,
-            fmt=opts.fmt,
-            offset_cap=opts.offset_cap,
             retry_delay_s=opts.page_retry_delay_s,
         )
         bar = bar_factory(desc=_short_query(query), unit="file")
@@ -338,7 +340,9 @@ class Crawler:
         if listing.incomplete:
             report.notes.append(listing.incomplete)
         if listing.ghosts:
-            report.notes.append(f"{listing.ghosts} ghost records without a file skipped")
+            report.notes.append(
+                f"{listing.ghosts} records without a file skipped (ghosts, banned or deleted posts)"
+            )
         if self.client.stopped is not None:
             summary.stopped = str(self.client.stopped)
             return
@@ -373,7 +377,12 @@ def crawl(
     summary = CrawlSummary()
     own_client = client is None
     if client is None:
-        client = HttpClient(RateLimiter(options.rate_per_s), options.retry, timeout_s=options.timeout_s)
+        client = HttpClient(
+            RateLimiter(options.rate_per_s),
+            options.retry,
+            timeout_s=options.timeout_s,
+            connections=options.workers + 1,  # the workers and the pager, each kept alive
+        )
 
     def bar_factory(**kw) -> Any:
         if not options.progress:

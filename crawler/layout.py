@@ -26,7 +26,7 @@ import os
 import string
 from pathlib import Path
 
-from .safebooru import Post
+from .sites import Post
 
 MAX_FOLDER_CHARS = 120
 QUERY_FILE = ".query"

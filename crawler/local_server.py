@@ -1,24 +1,30 @@
-"""A local Safebooru for tests, demos and benchmarks: `crawler serve-local FOLDER --port P [--faults ...]`.
+"""A local booru for tests, demos and benchmarks: `crawler serve-local FOLDER --port P [--faults ...]`.
 
-Serves a folder of images through the same API as safebooru.org (`index.php?page=dapi&s=post&q=index`,
-JSON and XML, `pid` pages, `limit` capped at 100, `count`, tag search with `-tag`, `id:<N` keyset,
-`rating:`, the deep-paging refusal past an offset cap, an empty body for an empty JSON result) and the
-files under `/images/<dir>/<name>` (named by SHA-1, like the real site: the name is not the md5).
+Serves a folder of images through two APIs at once, each as the real sites answer:
+- Gelbooru 0.2 (`index.php?page=dapi&s=post&q=index`): JSON and XML, `pid` pages, `limit` up to 100,
+  `count`, the deep-paging refusal past an offset cap, an empty body for an empty JSON result;
+- Danbooru (`posts.json`): `limit` up to 200, `page=N` (up to 1000) or `page=b<ID>`, its field names,
+  banned posts without `file_url`/`md5`, JSON error objects.
+Both search tags (`-tag`, `id:<N`, `rating:`); files are under `/images/<dir>/<name>` (named by SHA-1,
+like the real site: the name is not the md5). A request in absolute form (a client using this server as
+its HTTP proxy) is answered too.
 
-Tags come from a sidecar `<name>.json` (`{"tags": [...] or "a b", "id": 12, "rating": ..., "source": ...}`)
-or else from the sub-folder names plus the words of the file name ("red/round 1.png" -> red, round, 1).
+Tags come from a sidecar `<name>.json` (`{"tags": [...] or "a b", "id": 12, "rating": ..., "source": ...,
+"banned": true}`) or else from the sub-folder names plus the words of the file name.
 
-Faults are deterministic per server instance (`Faults`, or `--faults` on the command line):
-latency, 429 with Retry-After (seconds or an HTTP date), 5xx bursts, truncated bodies, wrong md5 in the
-API, transient empty pages, a Cloudflare challenge, an HTML error page with 200 for an image.
+Faults are deterministic per server instance (`Faults`, or `--faults` on the command line): latency, 429
+with Retry-After, 5xx bursts, truncated bodies, wrong md5s, transient empty pages, a Cloudflare challenge,
+an HTML page for an image, redirects, trickled bodies, answers that are not HTTP, and `wire` quirks that
+every maintained client reads (100 Continue, a doubled Content-Length, bare-LF lines, ...).
 
-HTTP/1.1 keep-alive with TCP_NODELAY and every answer in one write: without that each answer stalls
-about 40 ms on loopback (Nagle + delayed ACK) and any client looks slow.
+Keep-alive with TCP_NODELAY and every answer in one write: without that each answer stalls about 40 ms
+on loopback (Nagle + delayed ACK) and any client looks slow.
 """
 
 from __future__ import annotations
 
 import email.utils
+import gzip
 import hashlib
 import json
 import re
@@ -74,6 +80,7 @@ class CatalogPost:
     source: str
     score: int | None
     size: int
+    banned: bool = False  # Danbooru: listed without its file
 
 
 @dataclass
@@ -159,6 +166,7 @@ def _catalog_post(root: Path, path: Path, meta: dict, post_id: int) -> CatalogPo
         source=str(meta.get("source", "")),
         score=meta.get("score"),
         size=len(data),
+        banned=bool(meta.get("banned", False)),
     )
 
 
@@ -169,7 +177,7 @@ class Faults:
 
     latency_s: float = 0.0  # added to every answer
     throttle: int = 0
-    retry_after: str = "1"  # Retry-After of the 429s: seconds, or "date" (an HTTP date 1 s ahead)
+    retry_after: str = "1"  # Retry-After of the 429s: seconds, "date" (an HTTP date 1 s ahead), "" none
     errors: int = 0  # 500, 502, 503 in turn
     truncate: int = 0  # half the body (Content-Length says all), then the connection closes
     api_errors: int = 0  # the first N API requests answer 503
@@ -177,11 +185,27 @@ class Faults:
     wrong_md5: frozenset[int] = frozenset()  # the API announces another md5 for these posts
     html_image: frozenset[int] = frozenset()  # these posts' files answer 200 with an HTML page
     cloudflare_after: int | None = None  # every request after the first N gets a Cloudflare challenge
+    malformed: int = 0  # after the above, N file answers that are not HTTP at all
+    redirects: int = 0  # every file request is redirected this many times first
+    slow_body_s: float = 0.0  # every file body trickles over this many seconds
+    wire: frozenset[str] = frozenset()  # quirks of every answer, any of WIRE_QUIRKS
+
+
+WIRE_QUIRKS = {
+    "continue": "a 100 Continue before each answer",
+    "double-length": "Content-Length sent twice, the same value",
+    "bare-lf": "status and header lines end in LF, not CRLF",
+    "odd-length": "Content-Length in non-ASCII digits, the connection closed after the body",
+    "chunked": "chunked bodies, no Content-Length",
+    "hang-up": "the connection closed after each answer, without saying so",
+    "gzip": "API answers gzip-compressed when the client accepts it",
+}
 
 
 def parse_faults(spec: str) -> Faults:
     """`latency=0.03,throttle=2,retry-after=date,errors=3,truncate=1,api-errors=1,empty-pages=2,
-    wrong-md5=5+7,html-image=3,cloudflare-after=10` -> Faults."""
+    wrong-md5=5+7,html-image=3,cloudflare-after=10,malformed=2,redirects=2,slow-body=3,
+    wire=continue+bare-lf` -> Faults."""
     kw: dict = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
         key, _, value = item.partition("=")
@@ -189,8 +213,25 @@ def parse_faults(spec: str) -> Faults:
         try:
             if key in ("latency", "latency_s"):
                 kw["latency_s"] = float(value)
-            elif key in ("throttle", "errors", "truncate", "api_errors", "empty_pages"):
+            elif key in (
+                "throttle",
+                "errors",
+                "truncate",
+                "api_errors",
+                "empty_pages",
+                "malformed",
+                "redirects",
+            ):
                 kw[key] = int(value)
+            elif key in ("slow_body", "slow_body_s"):
+                kw["slow_body_s"] = float(value)
+            elif key == "wire":
+                quirks = frozenset(v for v in value.split("+") if v)
+                if quirks - WIRE_QUIRKS.keys():
+                    raise ValueError(
+                        f"unknown quirk(s) {sorted(quirks - WIRE_QUIRKS.keys())}; known: {sorted(WIRE_QUIRKS)}"
+                    )
+                kw[key] = quirks
             elif key == "retry_after":
                 kw[key] = value
             elif key in ("wrong_md5", "html_image"):
@@ -226,9 +267,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "LocalBooru/1.0"
     server: _Server
 
+    disable_nagle_algorithm = True  # TCP_NODELAY
+
     def setup(self) -> None:
         super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.booru._track(self.connection, True)
 
     def finish(self) -> None:
@@ -327,12 +369,19 @@ class LocalBooru:
         arrived = time.time()
         if self.faults.latency_s:
             time.sleep(self.faults.latency_s)
+        path = h.path
+        if path.startswith(("http://", "https://")):  # absolute form: a client using this as its proxy
+            path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
         # like the real web server, `//images/...` is `/images/...` (the XML answers carry such URLs,
         # and a raw `//x` would read as a host name)
-        raw_path, sep, raw_query = h.path.partition("?")
+        raw_path, sep, raw_query = path.partition("?")
         parts = urlsplit(re.sub(r"/{2,}", "/", raw_path) + sep + raw_query)
         kind = (
-            "api" if parts.path == "/index.php" else "file" if parts.path.startswith("/images/") else "other"
+            "api"
+            if parts.path in ("/index.php", "/posts.json")
+            else "file"
+            if parts.path.startswith("/images/")
+            else "other"
         )
         with self._lock:
             self._all_requests += 1
@@ -347,10 +396,12 @@ class LocalBooru:
                 "text/html; charset=UTF-8",
                 {"cf-mitigated": "challenge", "Server": "cloudflare"},
             )
+        elif parts.path == "/posts.json":
+            status = self._danbooru(h, parts.query)
         elif kind == "api":
             status = self._api(h, parts.query)
         elif kind == "file":
-            status = self._file(h, parts.path[len("/images/") :])
+            status = self._file(h, parts.path[len("/images/") :], parts.query)
         else:
             status = self._send(h, 404, b"<html><body>404 Not Found</body></html>", "text/html")
         entry = LoggedRequest(arrived, h.path, status, kind)
@@ -368,24 +419,48 @@ class LocalBooru:
         headers: dict | None = None,
         cut: bool = False,
     ) -> int:
-        reason = {200: "OK", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
-                  502: "Bad Gateway", 503: "Service Unavailable"}.get(status, "Error")  # fmt: skip
+        reason = {200: "OK", 302: "Found", 403: "Forbidden", 404: "Not Found", 410: "Gone", 422: "Unprocessable Entity",
+                  429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+                  503: "Service Unavailable"}.get(status, "Error")  # fmt: skip
+        wire = self.faults.wire
+        headers = dict(headers or {})
+        if "gzip" in wire and ctype.startswith(("text/xml", "application/json")) and body:
+            if "gzip" in h.headers.get("Accept-Encoding", ""):
+                body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
         lines = [
             f"HTTP/1.1 {status} {reason}",
-            f"Server: {(headers or {}).pop('Server', 'LocalBooru/1.0')}",
+            f"Server: {headers.pop('Server', 'LocalBooru/1.0')}",
             f"Date: {email.utils.formatdate(usegmt=True)}",
             f"Content-Type: {ctype}",
-            f"Content-Length: {len(body)}",
         ]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        close = cut or "hang-up" in wire
+        if "chunked" in wire and not cut:
+            lines.append("Transfer-Encoding: chunked")
+            body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in _pieces(body, 16384)) + b"0\r\n\r\n"
+        else:
+            length = str(len(body))
+            if "odd-length" in wire:  # ARABIC-INDIC digits: only a body read to the close is whole
+                length = "".join(chr(0x660 + int(d)) for d in length)
+                lines.append("Connection: close")
+                close = True
+            lines += [f"Content-Length: {length}"] * (2 if "double-length" in wire else 1)
+        lines += [f"{k}: {v}" for k, v in headers.items()]
         if cut:
             lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        eol = "\n" if "bare-lf" in wire else "\r\n"
+        head = (eol.join(lines) + eol + eol).encode("utf-8")
+        if "continue" in wire:
+            head = b"HTTP/1.1 100 Continue\r\n\r\n" + head
         if cut:
-            h.wfile.write(head + body[: len(body) // 2])
-            h.close_connection = True
+            body = body[: len(body) // 2]
+        if self.faults.slow_body_s and status == 200 and ctype.startswith("image/"):
+            h.wfile.write(head)
+            for piece in _pieces(body, max(1, len(body) // 20)):
+                time.sleep(self.faults.slow_body_s / 20)
+                h.wfile.write(piece)
         else:
             h.wfile.write(head + body)  # one write: with TCP_NODELAY the answer leaves at once
+        h.close_connection = close
         return status
 
     def _api(self, h: _Handler, query: str) -> int:
@@ -418,6 +493,56 @@ class LocalBooru:
             body = self._json(page, base) if page else b""
             return self._send(h, 200, body, "application/json; charset=UTF-8")
         return self._send(h, 200, self._xml(page, base, len(matches), offset), "text/xml; charset=UTF-8")
+
+    def _danbooru(self, h: _Handler, query: str) -> int:
+        """`posts.json?tags=...&limit=...&page=N|b<ID>|a<ID>`, as Danbooru answers it."""
+        params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        with self._lock:
+            self._api_requests += 1
+            api_error = self._api_requests <= self.faults.api_errors
+        if api_error:
+            return self._send(h, 503, b"<html><body>503 Service Unavailable</body></html>", "text/html")
+        limit = min(max(_to_int(params.get("limit"), 20), 1), 200)
+        page = params.get("page", "1") or "1"
+        tags = params.get("tags", "")
+        if page[:1] in ("a", "b") and page[1:].isdigit():
+            tags += f" id:{'<' if page[0] == 'b' else '>'}{page[1:]}"
+            offset = 0
+        elif page.isdigit() and 1 <= int(page) <= 1000:
+            offset = (int(page) - 1) * limit
+        else:
+            error = {"success": False, "error": "PaginationExtension::PaginationError",
+                     "message": "You cannot go beyond page 1000. Try narrowing your search terms."}  # fmt: skip
+            return self._send(h, 410, json.dumps(error).encode(), "application/json; charset=utf-8")
+        matches = self.search(tags)
+        if page[:1] == "a":
+            matches = matches[::-1]
+        posts = matches[offset : offset + limit]
+        if posts:
+            with self._lock:
+                self._api_nonempty += 1
+                if self._api_nonempty <= self.faults.empty_pages:
+                    posts = []
+        host = h.headers.get("Host")
+        base = f"{self.scheme}://{host}" if host else self.url
+        records = []
+        for p in posts:
+            record = {
+                "id": p.id, "created_at": "2025-09-12T10:31:21.000-04:00", "uploader_id": 1, "score": p.score or 0,
+                "source": p.source, "md5": self._announced_md5(p), "rating": (p.rating[:1] or "g"),
+                "image_width": p.width, "image_height": p.height, "tag_string": " ".join(p.tags),
+                "file_ext": p.image.rsplit(".", 1)[-1], "file_size": p.size, "parent_id": None,
+                "has_children": False, "is_deleted": False, "is_banned": p.banned,
+                "tag_count": len(p.tags), "tag_string_general": " ".join(p.tags),
+                "file_url": f"{base}/images/{p.directory}/{p.image}",
+                "large_file_url": f"{base}/images/{p.directory}/{p.image}",
+                "preview_file_url": f"{base}/thumbnails/{p.directory}/{p.image}",
+            }  # fmt: skip
+            if p.banned:  # what a visitor sees of a banned post
+                for name in ("md5", "file_url", "large_file_url", "preview_file_url"):
+                    del record[name]
+            records.append(record)
+        return self._send(h, 200, json.dumps(records).encode(), "application/json; charset=utf-8")
 
     def _announced_md5(self, post: CatalogPost) -> str:
         if post.id in self.faults.wrong_md5:
@@ -488,7 +613,7 @@ class LocalBooru:
         rows.append("</posts>")
         return "\n".join(rows).encode("utf-8")
 
-    def _file(self, h: _Handler, key: str) -> int:
+    def _file(self, h: _Handler, key: str, query: str = "") -> int:
         post = self.catalog.by_image.get(key)
         if post is None:
             return self._send(h, 404, b"<html><body>404 Not Found</body></html>", "text/html")
@@ -502,13 +627,21 @@ class LocalBooru:
             retry_after = f.retry_after
             if retry_after == "date":
                 retry_after = email.utils.formatdate(time.time() + 1, usegmt=True)
-            return self._send(h, 429, b"<html><body>Too many requests</body></html>", "text/html",
-                              {"Retry-After": retry_after})  # fmt: skip
+            headers = {"Retry-After": retry_after} if retry_after else {}  # "": a 429 that says no more
+            return self._send(h, 429, b"<html><body>Too many requests</body></html>", "text/html", headers)
         n -= f.throttle
         if n < f.errors:
             status = (500, 502, 503)[n % 3]
             return self._send(h, status, b"<html><body>server error</body></html>", "text/html")
         n -= f.errors
+        hop = _to_int(parse_qs(query).get("hop", [""])[-1], 0)
+        if hop < f.redirects:
+            location = f"/images/{key}?hop={hop + 1}"
+            return self._send(h, 302, b"", "text/html", {"Location": location})
+        if f.truncate <= n < f.truncate + f.malformed:
+            h.wfile.write(b"HTPT/1.1 2OO Fine\r\nContent-Lenth: many\r\n\r\n")
+            h.close_connection = True
+            return 0
         data = post.path.read_bytes()
         ctype = SERVED_EXTENSIONS[post.image.rsplit(".", 1)[-1]]
         return self._send(h, 200, data, ctype, cut=n < f.truncate)
@@ -559,6 +692,10 @@ class LocalBooru:
 def _rating_in(rating: str, wanted: set[str]) -> bool:
     r = rating.lower()
     return any(r == w or r[:1] == w[:1] for w in wanted)
+
+
+def _pieces(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 def _to_int(value: str | None, default: int) -> int:

@@ -1,5 +1,5 @@
-"""Crawler, pure parts: the API parsers on answers recorded from the live service, pagination over a fake
-API, folder names for hostile queries, the rate limiter's precision, image and Cloudflare checks.
+"""Crawler, pure parts: the sites' parsers on answers recorded from the live services, pagination over fake
+APIs, folder names for hostile queries, the rate limiter's precision, image and Cloudflare checks.
 
 End-to-end crawls against the local server are in test_crawler_e2e.py.
 """
@@ -36,17 +36,14 @@ from crawler.layout import (
     read_folder_query,
     sidecar_dict,
 )
-from crawler.safebooru import (
-    ApiError,
-    Listing,
-    Post,
+from crawler.sites import ApiError, Listing, Post, danbooru, get_site, image_extension, site_names
+from crawler.sites.gelbooru_v02 import (
+    OFFSET_CAP,
+    GelbooruV02,
     api_url,
     clean_file_url,
-    image_extension,
-    iter_posts,
     parse_json_posts,
     parse_posts,
-    parse_tag_list,
     parse_xml_posts,
     post_from_record,
 )
@@ -56,17 +53,26 @@ FIXTURES = (
 )  # copied from ../shared/fixtures
 
 
-def fixture(name: str) -> bytes:
+def fixture(name: str, site: str = "safebooru") -> bytes:
     """A recorded answer. A missing fixture folder is a failure, not a skip: the parsers would go untested."""
-    if not FIXTURES.is_dir():
+    folder = FIXTURES.parent / site
+    if not folder.is_dir():
         pytest.fail(
-            f"recorded Safebooru answers not found at {FIXTURES}: they are part of the repository "
-            "(tests/data/fixtures/safebooru); restore them with git"
+            f"recorded API answers not found at {folder}: they are part of the repository "
+            f"(tests/data/fixtures/{site}); restore them with git"
         )
-    path = FIXTURES / name
+    path = folder / name
     if not path.is_file():
-        pytest.fail(f"fixture {name} missing from {FIXTURES}")
+        pytest.fail(f"fixture {name} missing from {folder}")
     return path.read_bytes()
+
+
+def iter_posts(fetch, query, *, fmt="xml", offset_cap=OFFSET_CAP, empty_retries=3, error_retries=2, limit=None,
+               listing=None, sleep=None):  # fmt: skip
+    """The Gelbooru 0.2 pager as the crawler drives it (`Site.posts`), without sleeping."""
+    site = GelbooruV02("http://x", fmt=fmt, offset_cap=offset_cap, empty_retries=empty_retries,
+                       error_retries=error_retries)  # fmt: skip
+    return site.posts(fetch, query, limit=limit, listing=listing, sleep=sleep or no_sleep)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -76,6 +82,7 @@ def fixture(name: str) -> bytes:
 def test_every_recorded_answer_is_covered_here():
     names = {p.name for p in FIXTURES.iterdir()} if FIXTURES.is_dir() else set()
     fixture("README.md")  # fails clearly when the folder is missing
+    assert {p.name for p in (FIXTURES.parent / "danbooru").iterdir()} == {"README.md", "posts_2023.json"}
     covered = {
         "README.md",
         "safebooru_post_2025.json",
@@ -136,8 +143,6 @@ def test_gelbooru_2017_xml_list():
 
 
 def test_tag_endpoint_and_comments_are_not_post_lists():
-    (tag,) = parse_tag_list(fixture("tbib_tags.xml"))
-    assert (tag.id, tag.name, tag.count, tag.type, tag.ambiguous) == (3145728, "aphinity", 2, 0, False)
     # valid XML without posts must not read as "no posts" (that is how gallery-dl loops forever)
     for name in ("tbib_tags.xml", "tbib_comments_empty.xml"):
         with pytest.raises(ApiError, match="expected a <posts> list"):
@@ -307,6 +312,112 @@ def test_limit_and_end_of_listing_cost_no_extra_requests():
     assert (
         list(iter_posts(api, "nothing", sleep=no_sleep)) == [] and len(api.urls) == 1
     )  # count=0: no retries
+
+
+# --------------------------------------------------------------------------------------------------
+# Danbooru: its field names, banned posts, keyset pages
+
+
+def test_danbooru_posts_json_2023_with_its_own_field_names():
+    page = danbooru.parse_posts(fixture("posts_2023.json", "danbooru"))
+    assert page.records == 2 and page.count is None and page.last_id == 6148686
+    first, second = page.posts
+    assert first.id == 6148688 and first.md5 == "dc123eec97d06c3aa9cd53d65a2c7abf"
+    assert first.file_url == "https://cdn.donmai.us/original/dc/12/dc123eec97d06c3aa9cd53d65a2c7abf.jpg"
+    assert (first.width, first.height) == (1500, 2500) and first.score == 0 and first.extension == "jpg"
+    assert first.tags[0] == "3koma" and "english_text" in first.tags and len(first.tags) == 18
+    assert first.source == "https://twitter.com/ROBOTEKZ_/status/1616064514683985925"
+    # Danbooru's letters are its own: `s` is "sensitive" there, not Gelbooru's "safe"
+    assert (first.rating, second.rating) == ("general", "sensitive")
+
+
+def test_danbooru_banned_posts_without_a_file_are_skipped_and_counted():
+    record = json.loads(fixture("posts_2023.json", "danbooru"))[0]
+    banned = {
+        k: v for k, v in record.items() if k not in ("md5", "file_url", "large_file_url", "preview_file_url")
+    }
+    banned.update(id=6148600, is_banned=True)
+    page = danbooru.parse_posts(json.dumps([record, banned]))
+    assert [p.id for p in page.posts] == [6148688] and page.records == 2 and page.skipped == 1
+    assert page.last_id == 6148600  # the next page starts below the banned post
+    assert danbooru.post_from_record({**record, "file_url": "javascript:alert(1)"}) is None
+
+
+def test_danbooru_errors_are_json_objects():
+    with pytest.raises(ApiError, match="more than 2 tags"):
+        danbooru.parse_posts(
+            b'{"success": false, "message": "You cannot search for more than 2 tags at a time"}'
+        )
+    with pytest.raises(ApiError, match="not JSON"):
+        danbooru.parse_posts(b"<html>502</html>")
+    assert danbooru.parse_posts(b"[]").records == 0
+
+
+class FakeDanbooru:
+    """`posts.json` over the given ids, newest first: `page=N` and `page=b<ID>`, `limit` up to 200."""
+
+    def __init__(self, ids, *, errors=0):
+        self.ids = sorted(ids, reverse=True)
+        self.urls: list[str] = []
+        self.errors = errors
+
+    def __call__(self, url: str) -> bytes:
+        from urllib.parse import parse_qs, urlsplit
+
+        self.urls.append(url)
+        if self.errors:
+            self.errors -= 1
+            return b'{"success": false, "message": "Database timed out"}'
+        q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+        limit, page = min(int(q["limit"]), 200), q["page"]
+        if page.startswith("b"):
+            ids = [i for i in self.ids if i < int(page[1:])][:limit]
+        else:
+            ids = self.ids[(int(page) - 1) * limit : int(page) * limit]
+        md5 = "0123456789abcdef0123456789abcdef"
+        return json.dumps(
+            [{"id": i, "md5": md5, "file_url": f"https://cdn.x/{i}.png", "tag_string": "a b"} for i in ids]
+        ).encode()
+
+
+def test_danbooru_pages_by_keyset_up_to_200_a_page():
+    site = get_site("danbooru", "http://booru.test/")
+    api = FakeDanbooru(range(1, 451))
+    listing = Listing()
+    assert [p.id for p in site.posts(api, "a", listing=listing, sleep=no_sleep)] == list(range(450, 0, -1))
+    assert [u.split("page=")[1] for u in api.urls] == ["1", "b251", "b51"]  # the short third page is the end
+    assert all("limit=200" in u and u.startswith("http://booru.test/posts.json?tags=a&") for u in api.urls)
+    api = FakeDanbooru(range(1, 451))
+    assert len(list(site.posts(api, "a", limit=7, sleep=no_sleep))) == 7 and len(api.urls) == 1
+    assert "limit=7" in api.urls[0]
+    api = FakeDanbooru(range(1, 451))  # an order: query cannot be walked by id: numbered pages
+    assert len(list(site.posts(api, "a order:score", sleep=no_sleep))) == 450
+    assert [u.split("page=")[1] for u in api.urls] == ["1", "2", "3"]
+
+
+def test_danbooru_error_answers_are_retried_then_raised():
+    site = get_site("danbooru")
+    assert len(list(site.posts(FakeDanbooru(range(1, 11), errors=2), "a", sleep=no_sleep))) == 10
+    api = FakeDanbooru(range(1, 11), errors=99)
+    with pytest.raises(ApiError, match="Database timed out"):
+        list(site.posts(api, "a", sleep=no_sleep))
+    assert len(api.urls) == 3  # bounded
+
+
+def test_sites_are_a_table():
+    from crawler.cli import SITES
+
+    assert site_names() == sorted(SITES) == ["danbooru", "gelbooru", "safebooru"]
+    assert get_site("safebooru").api_url("a").startswith("https://safebooru.org/index.php?page=dapi")
+    assert get_site("gelbooru").api_url("a").startswith("https://gelbooru.com/index.php?page=dapi")
+    assert get_site("safebooru", "http://127.0.0.1:8000/").base_url == "http://127.0.0.1:8000"
+    assert (
+        get_site("danbooru", fmt="xml")
+        .api_url("a", 1, 200)
+        .startswith("https://danbooru.donmai.us/posts.json")
+    )
+    with pytest.raises(ValueError, match="unknown site 'e621'"):
+        get_site("e621")
 
 
 # --------------------------------------------------------------------------------------------------

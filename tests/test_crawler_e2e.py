@@ -4,7 +4,6 @@ limit as the server measures it, and the command line."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -50,6 +49,10 @@ def gallery(tmp_path) -> Path:
     return make_gallery(tmp_path / "gallery", tags)
 
 
+DIALECTS = [("safebooru", "xml"), ("safebooru", "json"), ("danbooru", "json")]
+DIALECT_IDS = ["gelbooru-xml", "gelbooru-json", "danbooru"]
+
+
 def options(url: str, **kw) -> CrawlOptions:
     base = dict(
         base_url=url, rate_per_s=0, workers=4, progress=False, retry=FAST_RETRY, page_retry_delay_s=0.01
@@ -79,31 +82,34 @@ def file_requests(booru: LocalBooru) -> list:
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", ["xml", "json"])
-def test_crawl_is_complete_and_a_rerun_fetches_nothing(gallery, tmp_path, fmt):
+@pytest.mark.parametrize("site, fmt", DIALECTS, ids=DIALECT_IDS)
+def test_crawl_is_complete_and_a_rerun_fetches_nothing(gallery, tmp_path, site, fmt):
     catalog = Catalog.from_folder(gallery)
     out = tmp_path / "out"
     with LocalBooru(catalog) as booru:
-        summary = crawl(["all"], out, options(booru.url, fmt=fmt, fsync=fmt == "json"))
+        summary = crawl(["all"], out, options(booru.url, site=site, fmt=fmt, fsync=fmt == "json"))
         assert summary.ok and summary.count("new") == 60 and summary.queries[0].listed == 60
         assert summary.queries[0].total == (60 if fmt == "xml" else None)
         check_folder(out / "all", set(range(1, 61)), catalog)
         assert (out / "all" / QUERY_FILE).read_text() == "all"
         assert len(file_requests(booru)) == 60
-        again = crawl(["all"], out, options(booru.url, fmt=fmt))
+        api = booru.requests("api")
+        assert all(r.path.startswith("/posts.json?" if site == "danbooru" else "/index.php?") for r in api)
+        again = crawl(["all"], out, options(booru.url, site=site, fmt=fmt))
         assert again.ok and again.count("had") == 60 and again.count("new") == 0
         assert len(file_requests(booru)) == 60  # not one more file request
     with Archive(out / ARCHIVE_NAME) as archive:
         assert len(archive.posts("all", "done")) == 60
 
 
-def test_kill_9_mid_crawl_then_resume(tmp_path):
+@pytest.mark.parametrize("site", ["safebooru", "danbooru"])
+def test_kill_9_mid_crawl_then_resume(tmp_path, site):
     tags = {i: ["all"] for i in range(1, 121)}
     catalog = Catalog.from_folder(make_gallery(tmp_path / "gallery", tags))
     out = tmp_path / "out"
     with LocalBooru(catalog, Faults(latency_s=0.015)) as booru:
-        cmd = [sys.executable, "-m", "crawler", "crawl", "all", "--out", str(out), "--base-url", booru.url,
-               "--rate", "0", "--workers", "2", "--no-progress"]  # fmt: skip
+        cmd = [sys.executable, "-m", "crawler", "crawl", "all", "--out", str(out), "--site", site,
+               "--base-url", booru.url, "--rate", "0", "--workers", "2", "--no-progress"]  # fmt: skip
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         folder = out / "all"
         deadline = time.monotonic() + 60
@@ -125,7 +131,7 @@ def test_kill_9_mid_crawl_then_resume(tmp_path):
         time.sleep(0.2)  # answers already in flight to the killed process reach the server's log
         before = len(file_requests(booru))
 
-        summary = crawl(["all"], out, options(booru.url))
+        summary = crawl(["all"], out, options(booru.url, site=site))
         assert summary.ok, summary.format()
         check_folder(folder, set(range(1, 121)), catalog)
         # every complete file survived and was kept (by the archive or re-hashed): only the rest is fetched
@@ -137,21 +143,27 @@ def test_kill_9_mid_crawl_then_resume(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "faults, fmt",
+    "faults, site, fmt",
     [
-        (Faults(errors=5), "xml"),  # a 5xx burst
-        (Faults(truncate=3), "xml"),  # bodies cut short
-        (Faults(api_errors=2), "json"),  # API pages 503
-        (Faults(empty_pages=2), "xml"),  # transient empty pages before the total is reached
-        (Faults(empty_pages=2), "json"),
-        (Faults(latency_s=0.05), "xml"),  # slow answers
+        (Faults(errors=5), "safebooru", "xml"),  # a 5xx burst
+        (Faults(errors=5), "danbooru", "json"),
+        (Faults(truncate=3), "safebooru", "xml"),  # bodies cut short
+        (Faults(truncate=3), "danbooru", "json"),
+        (Faults(api_errors=2), "safebooru", "json"),  # API pages 503
+        (Faults(api_errors=2), "danbooru", "json"),
+        (Faults(empty_pages=2), "safebooru", "xml"),  # transient empty pages before the total is reached
+        (Faults(empty_pages=2), "safebooru", "json"),
+        (Faults(latency_s=0.05), "safebooru", "xml"),  # slow answers
+        (Faults(malformed=3), "safebooru", "xml"),  # answers that are not HTTP
+        (Faults(malformed=3), "danbooru", "json"),
     ],
-    ids=["5xx", "truncated", "api-5xx", "empty-xml", "empty-json", "slow"],
-)
-def test_injected_faults_are_survived(gallery, tmp_path, faults, fmt):
+    ids=["5xx", "5xx-danbooru", "truncated", "truncated-danbooru", "api-5xx", "api-5xx-danbooru", "empty-xml",
+         "empty-json", "slow", "not-http", "not-http-danbooru"],
+)  # fmt: skip
+def test_injected_faults_are_survived(gallery, tmp_path, faults, site, fmt):
     catalog = Catalog.from_folder(gallery)
     with LocalBooru(catalog, faults) as booru:
-        summary = crawl(["red"], tmp_path / "out", options(booru.url, fmt=fmt))
+        summary = crawl(["red"], tmp_path / "out", options(booru.url, site=site, fmt=fmt))
     assert summary.ok, summary.format()
     check_folder(tmp_path / "out" / "red", set(range(2, 61, 2)), catalog)
 
@@ -363,324 +375,54 @@ def test_serve_local_and_crawl_from_the_command_line(gallery, tmp_path):
     try:
         line = server.stdout.readline()
         url = line.split(" at ")[1].split()[0]
-        r = subprocess.run(
-            [sys.executable, "-m", "crawler", "crawl", "round", " red  round ", "--out", str(tmp_path / "out"),
-             "--base-url", url, "--rate", "0", "--backoff-s", "0.01", "--format", "json"],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        runs = {
+            site: subprocess.run(
+                [sys.executable, "-m", "crawler", "crawl", "round", " red  round ", "--out", str(tmp_path / site),
+                 "--site", site, "--base-url", url, "--rate", "0", "--backoff-s", "0.01", "--format", "json"],
+                cwd=ROOT, capture_output=True, text=True, timeout=60,
+            )
+            for site in ("safebooru", "danbooru")
+        }  # fmt: skip
     finally:
         os.kill(server.pid, signal.SIGTERM)
         server.wait(timeout=10)
-    assert r.returncode == 0, r.stderr
-    assert "20 new" in r.stdout and "10 linked" in r.stdout and "0 failed" in r.stdout
-    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["red+round", "round"]
+    catalog = Catalog.from_folder(gallery)
+    for site, r in runs.items():  # one server, both dialects
+        assert r.returncode == 0, r.stderr
+        assert "20 new" in r.stdout and "10 linked" in r.stdout and "0 failed" in r.stdout
+        assert sorted(p.name for p in (tmp_path / site).iterdir() if p.is_dir()) == ["red+round", "round"]
+        check_folder(tmp_path / site / "round", set(range(3, 61, 3)), catalog)
 
 
-# --------------------------------------------------------------------------------------------------
-# Hostile HTTP: redirects, trickling bodies, throttling without Retry-After, a Retry-After of hours
+def test_danbooru_banned_posts_are_skipped_the_rest_crawled(gallery, tmp_path):
+    for post_id in (4, 8):
+        side = gallery / f"{post_id}.json"
+        side.write_text(json.dumps({**json.loads(side.read_text()), "banned": True}))
+    catalog = Catalog.from_folder(gallery)
+    with LocalBooru(catalog) as booru:
+        summary = crawl(["red"], tmp_path / "out", options(booru.url, site="danbooru"))
+    assert summary.ok and summary.count("new") == 28 and summary.queries[0].listed == 28
+    assert "2 records without a file skipped" in summary.format()
+    check_folder(tmp_path / "out" / "red", set(range(2, 61, 2)) - {4, 8}, catalog)
 
 
-class Hostile:
-    """A tiny HTTP server whose paths misbehave on purpose (see `handle`)."""
-
-    def __init__(self, image: bytes):
-        import http.server
-        import socketserver
-        import threading
-
-        self.image = image
-        self.page = b"<posts>" + b"".join(b'<post id="%d"/>' % i for i in range(2000)) + b"</posts>"
-        self.proxied: list[str] = []
-        self.hits: list[tuple[float, str]] = []
-        self.throttle_left = 2
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):  # noqa: N802
-                outer.hits.append((time.monotonic(), self.path))
-                outer.handle(self)
-
-        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def send(self, h, status, body=b"", headers=()):
-        h.send_response(status)
-        for k, v in headers:
-            h.send_header(k, v)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-
-    def handle(self, h):
-        path = h.path
-        if path.startswith("http://"):  # asked as a proxy: absolute-form request target
-            self.proxied.append(path)
-            path = "/" + path.split("/", 3)[3]
-        if path == "/img.png":
-            self.send(h, 200, self.image, [("Content-Type", "image/png")])
-        elif path == "/hop":
-            self.send(h, 302, headers=[("Location", "/hop2")])
-        elif path == "/hop2":
-            self.send(h, 301, headers=[("Location", f"{self.url}/img.png")])
-        elif path.startswith("/loop"):
-            n = int(path[5:] or 0)
-            self.send(h, 302, headers=[("Location", f"/loop{n + 1}")])
-        elif path == "/file-scheme":
-            self.send(h, 302, headers=[("Location", "file:///etc/passwd")])
-        elif path == "/trickle":
-            h.send_response(200)
-            h.send_header("Content-Type", "image/png")
-            h.send_header("Content-Length", str(len(self.image)))
-            h.end_headers()
-            try:
-                for byte in self.image:
-                    h.wfile.write(bytes([byte]))
-                    h.wfile.flush()
-                    time.sleep(0.05)
-            except OSError:
-                pass
-        elif path == "/throttled":
-            if self.throttle_left > 0:
-                self.throttle_left -= 1
-                self.send(h, 429, b"slow down")
-            else:
-                self.send(h, 200, self.image, [("Content-Type", "image/png")])
-        elif path == "/chunked-gzip":  # an API page as nginx sends it: gzip, in chunks
-            body = gzip.compress(self.page)
-            h.send_response(200)
-            h.send_header("Content-Type", "application/xml")
-            h.send_header("Content-Encoding", "gzip")
-            h.send_header("Transfer-Encoding", "chunked")
-            h.end_headers()
-            for i in range(0, len(body), 700):
-                piece = body[i : i + 700]
-                h.wfile.write(b"%x;ext=1\r\n%s\r\n" % (len(piece), piece))
-            h.wfile.write(b"0\r\nX-Trailer: yes\r\n\r\n")
-        elif path == "/until-close":  # no length: the body ends when the connection does
-            h.send_response(200)
-            h.send_header("Content-Type", "image/png")
-            h.send_header("Connection", "close")
-            h.end_headers()
-            h.wfile.write(self.image)
-            h.close_connection = True
-        elif path == "/cut":  # announces more than it sends, then hangs up
-            h.send_response(200)
-            h.send_header("Content-Length", str(len(self.image)))
-            h.end_headers()
-            h.wfile.write(self.image[: len(self.image) // 2])
-            h.close_connection = True
-        elif path == "/then-hang-up":  # answers as if keep-alive, then closes (an idle timeout)
-            self.send(h, 200, self.image, [("Content-Type", "image/png")])
-            h.close_connection = True
-        elif path == "/late":  # a slow network: the head at once, the body a second later
-            h.send_response(200)
-            h.send_header("Content-Type", "image/png")
-            h.send_header("Content-Length", str(len(self.image)))
-            h.end_headers()
-            h.wfile.flush()
-            time.sleep(1.0)
-            h.wfile.write(self.image)
-        elif path == "/endless-chunked":  # a small Content-Length beside chunked framing, and no end
-            h.send_response(200)
-            h.send_header("Content-Type", "image/png")
-            h.send_header("Content-Length", "10")
-            h.send_header("Transfer-Encoding", "chunked")
-            h.end_headers()
-            piece = b"\0" * 65536
-            try:
-                while True:
-                    h.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-            except OSError:
-                pass
-        elif path == "/hours":
-            self.send(h, 429, b"come back tomorrow", [("Retry-After", "86400")])
-        else:
-            self.send(h, 404, b"no")
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def hostile():
-    import io
-
-    buf = io.BytesIO()
-    Image.new("RGB", (9, 7), (10, 200, 30)).save(buf, "PNG")
-    server = Hostile(buf.getvalue())
-    yield server
-    server.close()
-
-
-def _client(**kw):
-    from crawler.download import HttpClient, RateLimiter
-
-    return HttpClient(RateLimiter(kw.pop("rate", 0)), kw.pop("retry", FAST_RETRY), **kw)
-
-
-def test_redirects_are_followed_through_the_rate_limit_and_bounded(hostile, tmp_path):
-    from crawler.download import MAX_REDIRECTS, GaveUp
-
-    md5 = hashlib.md5(hostile.image).hexdigest()
-    client = _client()
-    part = tmp_path / "1.part"
-    result = client.download_file(f"{hostile.url}/hop", md5, part, 1 << 20)
-    assert result.extension == "png" and part.read_bytes() == hostile.image
-    assert client.requests_sent == 3  # every hop is a request the rate limit counts
-    hostile.hits.clear()
-    with pytest.raises(GaveUp, match="redirects") as err:
-        client.download_file(f"{hostile.url}/loop", md5, part, 1 << 20)
-    assert err.value.attempts == 1 and len(hostile.hits) == MAX_REDIRECTS + 1  # not retried, not 30 hops
-    with pytest.raises(GaveUp, match="non-HTTP"):
-        client.download_file(f"{hostile.url}/file-scheme", md5, part, 1 << 20)
-    assert not part.exists()
-    client.close()
-
-
-def test_download_threads_wait_for_the_network_in_parallel_and_store_one_at_a_time(hostile, tmp_path):
-    """The store gate (crawl.py shares one among its workers): held only for the disk and CPU work of a
-    body already received, never during the network wait (else 8 workers on a slow network would
-    download one file at a time)."""
-    import threading
-
-    client = _client()
-    md5 = hashlib.md5(hostile.image).hexdigest()
-    gate = threading.Lock()
-
-    def download(name):
-        return threading.Thread(
-            target=lambda: client.download_file(
-                f"{hostile.url}/late", md5, tmp_path / name, 1 << 20, gate=gate
-            )
-        )
-
-    def wait_for_hits(n):
-        deadline = time.monotonic() + 5
-        while len(hostile.hits) < n:
-            assert time.monotonic() < deadline, "the request never reached the server"
-            time.sleep(0.01)
-
-    # another thread is storing its file: this one receives its answer, then waits for its turn
-    gate.acquire()
-    first = download("1.part")
-    first.start()
-    wait_for_hits(1)
-    time.sleep(1.5)  # the whole answer is in
-    assert first.is_alive() and not (tmp_path / "1.part").exists()
-    gate.release()
-    first.join(5)
-    assert not first.is_alive() and (tmp_path / "1.part").read_bytes() == hostile.image
-
-    # a download waiting for its answer does not hold the gate
-    second = download("2.part")
-    second.start()
-    wait_for_hits(2)
-    time.sleep(0.3)  # its head is in, its body a second away
-    assert gate.acquire(blocking=False)
-    gate.release()
-    second.join(5)
-    assert (tmp_path / "2.part").read_bytes() == hostile.image
-    client.close()
-
-
-def test_a_chunked_body_that_claims_a_small_length_is_still_capped(hostile, tmp_path):
-    """The framing decides, not the Content-Length beside it: the body is streamed against the size cap,
-    never gathered in memory because its header said 10 bytes."""
-    import threading
-
-    from crawler.download import GaveUp, RetryPolicy
-
-    client = _client(retry=RetryPolicy(attempts=1), body_timeout_s=20)
-    t0 = time.monotonic()
-    with pytest.raises(GaveUp, match="too large"):
-        client.download_file(
-            f"{hostile.url}/endless-chunked", "0" * 32, tmp_path / "1.part", 1 << 20, gate=threading.Lock()
-        )
-    assert time.monotonic() - t0 < 10
-    assert not (tmp_path / "1.part").exists()
-    client.close()
-
-
-def test_a_trickling_body_times_out_as_a_whole(hostile, tmp_path):
-    from crawler.download import GaveUp, RetryPolicy
-
-    client = _client(retry=RetryPolicy(attempts=1), body_timeout_s=0.5)
-    t0 = time.monotonic()
-    with pytest.raises(GaveUp, match="timeout"):
-        client.download_file(f"{hostile.url}/trickle", "0" * 32, tmp_path / "1.part", 1 << 20)
-    assert time.monotonic() - t0 < 3  # the read timeout (60 s) alone would never fire
-    assert not (tmp_path / "1.part").exists()
-    client.close()
-
-
-def test_429_without_retry_after_holds_back_every_thread(hostile, tmp_path):
-    import threading
-
-    from crawler.download import RetryPolicy
-
-    client = _client(retry=RetryPolicy(attempts=4, base_s=0.4, max_delay_s=1, jitter=0))
-    md5 = hashlib.md5(hostile.image).hexdigest()
-    other = threading.Thread(
-        target=lambda: (time.sleep(0.1), client.download_file(f"{hostile.url}/img.png", md5, tmp_path / "2.part", 1 << 20))
-    )  # fmt: skip
-    other.start()
-    client.download_file(f"{hostile.url}/throttled", md5, tmp_path / "1.part", 1 << 20)
-    other.join()
-    throttled = [t for t, p in hostile.hits if p == "/throttled"]
-    (second,) = [t for t, p in hostile.hits if p == "/img.png"]
-    assert len(throttled) == 3 and throttled[1] - throttled[0] >= 0.38 and throttled[2] - throttled[1] >= 0.78
-    assert second - throttled[0] >= 0.38  # the other thread waited out the back-off too
-    client.close()
-
-
-def test_http_framings_gzip_and_a_closed_keep_alive(hostile, tmp_path):
-    from crawler.download import GaveUp, RetryPolicy
-
-    md5 = hashlib.md5(hostile.image).hexdigest()
-    client = _client()
-    assert client.get_bytes(f"{hostile.url}/chunked-gzip") == hostile.page  # chunked, extensions, trailers
-    result = client.download_file(f"{hostile.url}/until-close", md5, tmp_path / "1.part", 1 << 20)
-    assert result.attempts == 1 and (tmp_path / "1.part").read_bytes() == hostile.image
-    # the server closed the kept-alive connection after answering: the next request goes out on a new
-    # one at once, without a failed attempt
-    for _ in range(3):
-        result = client.download_file(f"{hostile.url}/then-hang-up", md5, tmp_path / "2.part", 1 << 20)
-        assert result.attempts == 1
-    assert client.download_file(f"{hostile.url}/img.png", md5, tmp_path / "3.part", 1 << 20).attempts == 1
-    client.close()
-    client = _client(retry=RetryPolicy(attempts=2, base_s=0.01))
-    with pytest.raises(GaveUp, match="connection error.*cut short") as err:
-        client.download_file(f"{hostile.url}/cut", md5, tmp_path / "4.part", 1 << 20)
-    assert err.value.attempts == 2 and not (tmp_path / "4.part").exists()
-    client.close()
-
-
-def test_http_proxy_from_the_environment(hostile, tmp_path, monkeypatch):
-    for name in ("http_proxy", "HTTP_PROXY"):
-        monkeypatch.setenv(name, hostile.url)
-    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    md5 = hashlib.md5(hostile.image).hexdigest()
-    client = _client()
-    client.download_file("http://booru.invalid/img.png", md5, tmp_path / "1.part", 1 << 20)
-    assert hostile.proxied == ["http://booru.invalid/img.png"]
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    client.close()
-    client = _client()
-    client.download_file(f"{hostile.url}/img.png", md5, tmp_path / "2.part", 1 << 20)
-    assert len(hostile.proxied) == 1  # NO_PROXY: straight to the server
-    client.close()
+def test_local_server_speaks_the_danbooru_api(gallery):
+    catalog = Catalog.from_folder(gallery)
+    with LocalBooru(catalog) as booru:
+        api = f"{booru.url}/posts.json"
+        first = requests.get(f"{api}?tags=all&limit=500", timeout=5).json()
+        assert len(first) == 60 and first[0]["id"] == 60 and first[0]["md5"] == catalog.by_id[60].md5
+        assert first[0]["tag_string"] == " ".join(catalog.by_id[60].tags) and first[0]["rating"] == "g"
+        assert [p["id"] for p in requests.get(f"{api}?tags=all&limit=3&page=b10", timeout=5).json()] == [
+            9,
+            8,
+            7,
+        ]
+        assert [p["id"] for p in requests.get(f"{api}?tags=red&limit=2&page=2", timeout=5).json()] == [56, 54]
+        deep = requests.get(f"{api}?tags=all&page=1001", timeout=5)
+        assert deep.status_code == 410 and "beyond page 1000" in deep.json()["message"]
+        image = requests.get(first[0]["file_url"], timeout=5)
+        assert hashlib.md5(image.content).hexdigest() == first[0]["md5"]
 
 
 def test_a_retry_after_of_hours_stops_the_crawl_with_a_clear_message(gallery, tmp_path, capsys):
@@ -688,7 +430,8 @@ def test_a_retry_after_of_hours_stops_the_crawl_with_a_clear_message(gallery, tm
     with LocalBooru(catalog, Faults(throttle=1, retry_after="86400")) as booru:
         code = main(["crawl", "round", "--out", str(tmp_path / "out"), "--base-url", booru.url, "--rate", "0",
                      "--no-progress"])  # fmt: skip
-        assert len(booru.requests("file")) <= 4  # what the workers had in flight; no hammering
+        # what the 4 workers had in flight (and, on a busy machine, a file or two each that finished meanwhile)
+        assert len(booru.requests("file")) <= 8
     assert code == 3
     err = capsys.readouterr().err
     assert "Retry-After 86400 s" in err and "re-run" in err and "Traceback" not in err

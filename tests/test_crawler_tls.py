@@ -1,5 +1,5 @@
-"""The crawler over HTTPS, as against the live safebooru.org: TLS with SNI and certificate checks, through the
-crawler's own HTTP client, against the local Safebooru serving HTTPS with a self-signed certificate."""
+"""The crawler over HTTPS, as against the live sites: TLS with SNI and certificate checks (urllib3), against the
+local booru serving HTTPS with a self-signed certificate trusted through REQUESTS_CA_BUNDLE or SSL_CERT_FILE."""
 
 from __future__ import annotations
 
@@ -41,11 +41,16 @@ def options(url: str, fmt: str = "xml") -> CrawlOptions:
                         retry=RetryPolicy(attempts=2, base_s=0.01), page_retry_delay_s=0.01)  # fmt: skip
 
 
-@pytest.mark.parametrize("fmt", ["xml", "json"])
-def test_crawl_over_https_with_a_trusted_certificate(tmp_path, certificate, monkeypatch, fmt):
+@pytest.mark.parametrize(
+    "fmt, variable", [("xml", "REQUESTS_CA_BUNDLE"), ("json", "REQUESTS_CA_BUNDLE"), ("xml", "SSL_CERT_FILE")]
+)
+def test_crawl_over_https_with_a_trusted_certificate(tmp_path, certificate, monkeypatch, fmt, variable):
     gallery = make_gallery(tmp_path / "gallery", {i: ["all"] for i in range(1, 13)})
     catalog = Catalog.from_folder(gallery)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate[0]))  # what a user behind a TLS proxy sets
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    # what a user behind a TLS-inspecting proxy sets: requests' variable, or OpenSSL's for the system store
+    monkeypatch.setenv(variable, str(certificate[0]))
     with LocalBooru(catalog, tls=server_context(*certificate), host="127.0.0.1") as booru:
         url = booru.url.replace("127.0.0.1", "localhost")  # the name the certificate carries (SNI + check)
         assert url.startswith("https://")
@@ -59,8 +64,8 @@ def test_crawl_over_https_with_a_trusted_certificate(tmp_path, certificate, monk
 
 def test_an_untrusted_certificate_is_refused_not_ignored(tmp_path, certificate, monkeypatch):
     gallery = make_gallery(tmp_path / "gallery", {i: ["all"] for i in range(1, 4)})
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
     with LocalBooru(Catalog.from_folder(gallery), tls=server_context(*certificate)) as booru:
         url = booru.url.replace("127.0.0.1", "localhost")
         summary = crawl(["all"], tmp_path / "out", options(url))

@@ -1,10 +1,6 @@
-"""Safebooru (Gelbooru 0.2) API client: request URLs, parsing of JSON and XML answers, pagination.
+"""Gelbooru 0.2 and its instances (Safebooru, Gelbooru, any other by `--base-url`): `index.php?page=dapi`.
 
-Parsing is pure (bytes in, `Page` out) so it is tested on answers recorded from the live service
-(`../shared/fixtures/safebooru/`). Pagination is a generator over a `fetch(url) -> bytes` callable, so
-rate limiting, retries and Cloudflare detection live in one place (`crawler.download.HttpClient`).
-
-Quirks of the live service handled here:
+Quirks of the live services handled here:
 - an empty result in JSON mode is an empty body, not `[]`;
 - errors arrive with HTTP 200 as `<response success="false" reason="..."/>`, in XML even when `json=1`
   was asked (deep paging past the offset cap, "search down");
@@ -27,69 +23,57 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-DEFAULT_BASE_URL = "https://safebooru.org"
+from . import ApiError, Fetch, Listing, Page, Post, Site
+from . import to_int as _int
+
 MAX_PAGE_SIZE = 100
 OFFSET_CAP = 200_000
-
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "webp")
+INSTANCES = {  # another Gelbooru 0.2 booru is a row here (or --base-url with either name)
+    "safebooru": {"root": "https://safebooru.org"},
+    "gelbooru": {"root": "https://gelbooru.com"},
+}
+DEFAULT_BASE_URL = INSTANCES["safebooru"]["root"]
 _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 _RATINGS = {"s": "safe", "g": "general", "q": "questionable", "e": "explicit"}
 
 
-class ApiError(Exception):
-    """The API answered, but not with a post list (an error body, an unexpected document)."""
+@dataclass
+class GelbooruV02(Site):
+    """The dapi post list; `fmt` xml carries the total (`count`), json is smaller."""
 
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+    fmt: str = "xml"
+    offset_cap: int = OFFSET_CAP
+    empty_retries: int = 3
+    error_retries: int = 2
+    max_page_size = MAX_PAGE_SIZE
 
+    def api_url(self, tags: str, page: int | str = 0, limit: int = MAX_PAGE_SIZE) -> str:
+        return api_url(self.base_url, tags, int(page), limit, self.fmt)
 
-@dataclass(frozen=True)
-class Post:
-    """One post as the crawler needs it. `md5` is lowercase hex; `file_url` is absolute and cleaned."""
+    def parse(self, body: bytes | str) -> Page:
+        return parse_posts(body, self.base_url)
 
-    id: int
-    md5: str
-    tags: tuple[str, ...]
-    rating: str
-    width: int
-    height: int
-    file_url: str
-    source: str
-    score: int | None
-
-    @property
-    def extension(self) -> str | None:
-        """The file's extension from its URL if it is a known image type (`jpg`, `png`, ...), else None."""
-        return image_extension(self.file_url)
-
-
-@dataclass(frozen=True)
-class Page:
-    """One API answer. `records` counts every record, ghosts included (so a page of 100 records with
-    3 ghosts is still a full page); `count` is the total for the query (XML only); `last_id` the
-    smallest id on the page (the keyset bound for the next page), ghosts included."""
-
-    posts: tuple[Post, ...]
-    records: int
-    count: int | None = None
-    offset: int | None = None
-    last_id: int | None = None
-
-    @property
-    def skipped(self) -> int:
-        return self.records - len(self.posts)
+    def pages(
+        self, fetch: Fetch, query: str, *, page_size: int, listing: Listing, **kwargs
+    ) -> Iterator[Page]:
+        return iter_pages(
+            fetch,
+            query,
+            base_url=self.base_url,
+            fmt=self.fmt,
+            page_size=page_size,
+            offset_cap=self.offset_cap,
+            empty_retries=self.empty_retries,
+            error_retries=self.error_retries,
+            listing=listing,
+            **kwargs,
+        )
 
 
-@dataclass(frozen=True)
-class TagInfo:
-    """A row of the tag endpoint (`s=tag`): name, post count, type (0 general, 1 artist, ...)."""
-
-    id: int
-    name: str
-    count: int
-    type: int
-    ambiguous: bool
+SITES: dict[str, type[Site]] = {
+    name: type(name.title(), (GelbooruV02,), {"name": name, "root": row["root"], "__module__": __name__})
+    for name, row in INSTANCES.items()
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -106,19 +90,6 @@ def api_url(base_url: str, tags: str, pid: int = 0, limit: int = MAX_PAGE_SIZE, 
     if fmt == "json":
         params["json"] = 1
     return f"{base_url.rstrip('/')}/index.php?{urlencode(params)}"
-
-
-def image_extension(url: str) -> str | None:
-    """The lowercase extension of the URL's file name if it is a known image type, else None.
-
-    Anything else the network sends (`webm`, `swf`, `php`, `jpg/../x`) is refused here, so a file name
-    is never built from an arbitrary string."""
-    path = urlsplit(url).path
-    name = path.rsplit("/", 1)[-1]
-    if "." not in name:
-        return None
-    ext = name.rsplit(".", 1)[-1].lower()
-    return ext if ext in IMAGE_EXTENSIONS else None
 
 
 def clean_file_url(
@@ -162,15 +133,6 @@ def normalize_rating(value: object) -> str:
     missing -> ``."""
     text = str(value or "").strip().lower()
     return _RATINGS.get(text, text)
-
-
-def _int(value: object, default: int | None = 0) -> int | None:
-    if value is None or value == "":
-        return default
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        return default
 
 
 def post_from_record(record: dict, base_url: str = DEFAULT_BASE_URL) -> Post | None:
@@ -294,42 +256,8 @@ def parse_posts(body: bytes | str, base_url: str = DEFAULT_BASE_URL) -> Page:
     return parse_json_posts(data, base_url)
 
 
-def parse_tag_list(body: bytes | str) -> list[TagInfo]:
-    """Parse the tag endpoint's answer (`s=tag`, XML only: it ignores `json=1`)."""
-    data = body.encode() if isinstance(body, str) else body
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as err:
-        raise ApiError(f"tag answer is not XML ({err})") from None
-    if root.tag != "tags":
-        raise ApiError(f"expected a <tags> list, got <{root.tag}>")
-    return [
-        TagInfo(
-            id=_int(t.get("id")) or 0,
-            name=t.get("name", ""),
-            count=_int(t.get("count")) or 0,
-            type=_int(t.get("type")) or 0,
-            ambiguous=t.get("ambiguous", "false").lower() == "true",
-        )
-        for t in root
-        if t.tag == "tag"
-    ]
-
-
 # --------------------------------------------------------------------------------------------------
 # Pagination
-
-
-@dataclass
-class Listing:
-    """What the pager learned while listing, read after (or during) iteration."""
-
-    total: int | None = None  # `count` of the first page (XML), the query's size
-    requests: int = 0
-    keyset_switches: int = 0
-    empty_retries: int = 0
-    ghosts: int = 0
-    incomplete: str | None = None  # why the listing may have ended early
 
 
 def iter_pages(
@@ -420,27 +348,3 @@ def iter_pages(
         # than asked; go on, but an empty page after it is the end (no retries)
         after_short = short
         pid += 1
-
-
-def iter_posts(
-    fetch: Callable[[str], bytes],
-    query: str,
-    *,
-    limit: int | None = None,
-    listing: Listing | None = None,
-    **kwargs,
-) -> Iterator[Post]:
-    """Yield the posts of `query` once each (pages can overlap while posts are added), at most `limit`."""
-    if limit is not None and limit <= 0:
-        return
-    if limit is not None:
-        kwargs.setdefault("page_size", min(MAX_PAGE_SIZE, limit))
-    seen: set[int] = set()
-    for page in iter_pages(fetch, query, listing=listing, **kwargs):
-        for post in page.posts:
-            if post.id in seen:
-                continue
-            seen.add(post.id)
-            yield post
-            if limit is not None and len(seen) >= limit:
-                return
