@@ -11,7 +11,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from colorizer.data import IMAGE_EXTENSIONS, ImageLoadError, load_rgb
-from colorizer.inference import Colorizer, InputError, check_resolution
+from colorizer.inference import DEFAULT_MODE, MODES, Colorizer, InputError, check_resolution, parse_color
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,11 @@ def _load_hints(hints: str | None, rel: Path) -> Image.Image | None:
         candidates = [h / rel.with_suffix(".png"), h / rel]
         path = next((c for c in candidates if c.is_file()), None)
         if path is None:
-            return None  # no hints for this one: colored without
+            tqdm.write(
+                f"note: no hints for {rel} (looked for {candidates[0]}); colored without hints",
+                file=sys.stderr,
+            )
+            return None
     else:
         path = h
     with Image.open(path) as img:
@@ -57,11 +61,21 @@ def colorize_paths(
     lineart: str = "auto",
     overwrite: bool = False,
     keep_lines: bool = True,
+    mode: str = DEFAULT_MODE,
+    layers: bool = False,
+    background: str | None = None,
 ) -> int:
-    """Color every input into `out_dir` (as PNG, same relative path). Returns 0, or 1 if any file failed."""
+    """Color every input into `out_dir` (as PNG, same relative path). Returns 0, or 1 if any file failed.
+
+    `layers` also writes `X.flats.png` (the colors, no lines) and `X.lines.png` (the lines on transparency)
+    beside each `X.png`, at the sketch's size, for an artist to keep working on in layers."""
     if hints and not Path(hints).exists():
         raise FileNotFoundError(f"--hints {hints}: no such file or folder")
     check_resolution(resolution)
+    if mode not in MODES:
+        raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if background not in (None, "hints"):
+        parse_color(background)  # a wrong color fails before any work
     items = collect_inputs(inputs)
     if not items:
         raise ValueError("no input images found (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")
@@ -78,8 +92,8 @@ def colorize_paths(
             hint_layer = _load_hints(hints, rel)
             if hint_layer is not None and hint_layer.size != sketch.size:
                 hint_layer = hint_layer.resize(sketch.size, Image.Resampling.NEAREST)
-            result = model.colorize(
-                sketch, hint_layer, resolution=resolution, lineart=lineart, keep_lines=keep_lines
+            result = model.colorize_layers(
+                sketch, hint_layer, mode=mode, resolution=resolution, lineart=lineart, background=background
             )
         except (ImageLoadError, InputError, OSError) as e:
             why = str(e) if str(src) in str(e) else f"{src}: {e}"
@@ -87,9 +101,16 @@ def colorize_paths(
             tqdm.write(f"failed: {why}", file=sys.stderr)
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(dst.stem + ".tmp.png")
-        result.save(tmp)
-        os.replace(tmp, dst)
+        outputs = [(dst, result.composite if keep_lines else result.colors)]
+        if layers:
+            outputs += [
+                (dst.with_suffix(".flats.png"), result.colors),
+                (dst.with_suffix(".lines.png"), result.lines),
+            ]
+        for path, image in reversed(outputs):  # the composite last: its presence means the set is complete
+            tmp = path.with_name(path.stem + ".tmp.png")
+            image.save(tmp)
+            os.replace(tmp, path)
         done += 1
     print(f"colored {done}, skipped {skipped} existing (use --overwrite to redo), failed {len(failed)}")
     return 1 if failed else 0

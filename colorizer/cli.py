@@ -64,6 +64,9 @@ def cmd_colorize(args: argparse.Namespace) -> int:
         lineart=args.lineart,
         overwrite=args.overwrite,
         keep_lines=not args.no_line_overlay,
+        mode=args.mode,
+        layers=args.layers,
+        background=args.background,
     )
 
 
@@ -84,6 +87,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         fid_weights=args.fid_weights,
         baseline=args.baseline,
         mean_from=args.mean_from,
+        mode=args.mode,
+        resolution=args.resolution,
+        placement=args.hint_placement,
     )
     print(format_report(report))
     print(f"report: {args.out}/report.json, grid: {args.out}/grid.png")
@@ -172,7 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--hints", help="an RGBA PNG of color hints for every input, or a folder of hint PNGs "
                    "named like the inputs (transparent where there is no hint)")  # fmt: skip
-    p.add_argument("--resolution", type=int, default=None, help="longer side the network works at (px)")
+    p.add_argument("--mode", choices=["flat", "soft"], default="flat",
+                   help="flat (default): one color per closed region of the line art, your hints exactly, the "
+                   "paper white; soft: the network's own colors, shaded and blended")  # fmt: skip
+    p.add_argument("--layers", action="store_true",
+                   help="also write X.flats.png (colors, no lines) and X.lines.png (lines on transparency)")  # fmt: skip
+    p.add_argument("--background", default=None, metavar="COLOR|hints",
+                   help="flat mode: paint the paper this color (#rrggbb), or 'hints' to let a hint on the paper "
+                   "color it (default: the paper stays white)")  # fmt: skip
+    p.add_argument("--resolution", type=int, default=None,
+                   help="longer side the network works at, px (default: the scale the model was trained at)")  # fmt: skip
     p.add_argument("--lineart", choices=["auto", "as-is", "extract"], default="auto",
                    help="turn color inputs into line art first: auto (detect), extract (always), as-is (never)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
@@ -202,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the hint positions (default 0)")
     p.add_argument("--limit", type=int, default=None, help="at most this many images")
     p.add_argument("--fid-weights", default=None, help="torchvision Inception-v3 state dict (.pth) for FID")
+    p.add_argument(
+        "--mode", choices=["flat", "soft"], default="flat", help="color mode scored (default flat)"
+    )
+    p.add_argument("--resolution", type=int, default=None,
+                   help="longer side the network works at (default: the model's own scale, as colorize)")  # fmt: skip
+    p.add_argument("--hint-placement", choices=["colored", "uniform"], default="colored",
+                   help="colored (default): hint dots on colored pixels off the lines, as a person places them; "
+                   "uniform: anywhere, paper included")  # fmt: skip
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(

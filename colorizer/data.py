@@ -33,7 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from colorizer.config import Config, DataConfig
 from colorizer.hints import simulate_hints
-from colorizer.lineart import random_lineart
+from colorizer.lineart import random_lineart, stroke_width_px
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +276,24 @@ def make_sample(color: np.ndarray, rng: np.random.Generator, cfg: Config) -> dic
         "hints": np.ascontiguousarray((hint_rgb * 2.0 - mask[..., None]).transpose(2, 0, 1)),
         "mask": np.ascontiguousarray(mask[None]),
         "color": normalize_image(color),
+    }
+
+
+def training_scale(cfg: Config, lines: list[np.ndarray] | None = None) -> dict:
+    """The scale the model is trained at, recorded in checkpoints and `model.json` so inference can bring a
+    sketch to it: the crop (`crop_hw`), the longer side a whole drawing has in such a crop (`side_px`: the
+    crop covers `crop_scale` of the source's area, sqrt(mean share) of its side), and the median stroke
+    width of the training line art `lines` (`(H, W)` in [0, 1], e.g. the validation samples)."""
+    d = cfg.data
+    side = max(d.height_px, d.width_px) / math.sqrt(sum(d.crop_scale) / 2)
+    widths = [w for w in (stroke_width_px(x) for x in (lines or [])) if w is not None]
+    return {
+        "crop_hw": [d.height_px, d.width_px],
+        "crop_scale": list(d.crop_scale),
+        "source_max_px": d.max_source_px,
+        "side_px": round(side, 1),
+        "line_width_px": round(float(np.median(widths)), 2) if widths else None,
+        "line_width_samples": len(widths),
     }
 
 

@@ -8,6 +8,7 @@ was made:
      "architecture": {"generator": {base_width, depth, max_width, norm, upsample, dropout}},
      "hints": {"user_soften_sigma_px": ...},
      "training": {"step": ..., "name": ..., "data": ..., "size_hw": [h, w], "config": {...}},
+     "scale": {"side_px": ..., "line_width_px": ..., ...},  (what inference brings a sketch to)
      "metrics": {...}, "code": {"commit": ..., "dirty": ...}, "exported_at": "..."}
 """
 
@@ -25,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from colorizer.checkpoint import git_info, load_checkpoint
 from colorizer.config import ConfigError, GeneratorConfig, from_dict, to_dict
+from colorizer.data import training_scale
 from colorizer.models.generator import UNetGenerator, build_generator
 
 FORMAT = "lineart-colorizer"
@@ -59,6 +61,8 @@ def export_checkpoint(
         },
         "metrics": state.get("metrics", {}),
         "code": state.get("git", {"commit": "unknown", "dirty": False}),
+        # the scale inference brings sketches to (checkpoints from before it was recorded: from the config)
+        "scale": state.get("scale") or training_scale(cfg),
     }
     return save_model(
         weights,

@@ -125,3 +125,15 @@ def random_lineart(image: np.ndarray, rng: np.random.Generator, cfg: LineartConf
         std = float(rng.uniform(0.0, cfg.noise_std_max))
         lines = lines + rng.standard_normal(lines.shape, dtype=np.float32) * np.float32(std)
     return np.clip(lines, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def stroke_width_px(lines: np.ndarray, *, ink_threshold: float = 0.5) -> float | None:
+    """Typical width in px of the strokes of line art `(H, W) float32 in [0, 1]` (1 = paper): the median of
+    twice the ink's distance to the paper along the strokes' center lines, minus one (a 1-px line is 1, a
+    7-px line 7). None when there is too little ink to tell."""
+    ink = (lines < ink_threshold).astype(np.uint8)
+    if int(ink.sum()) < 16:
+        return None
+    d = cv2.distanceTransform(np.pad(ink, 1), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    ridge = (ink > 0) & (d >= cv2.dilate(d, np.ones((3, 3), np.uint8)))
+    return float(2.0 * np.median(d[ridge]) - 1.0)

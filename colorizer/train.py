@@ -42,7 +42,7 @@ from colorizer.checkpoint import (
     set_rng_state,
 )
 from colorizer.config import Config, save_config, to_dict
-from colorizer.data import ColorizationDataset, make_loader, resolve_items
+from colorizer.data import ColorizationDataset, make_loader, resolve_items, training_scale
 from colorizer.diagnostics import StepProbe
 from colorizer.losses import build_losses, reconstruction_loss
 from colorizer.models.discriminator import build_discriminator
@@ -333,6 +333,7 @@ class Trainer:
             "wandb_id": self.wandb_id or "",
             "metrics": dict(self.last_metrics),
             "train_seconds": self.elapsed_s(),
+            "scale": self.scale,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -568,6 +569,8 @@ class Trainer:
         resume_from = self._find_resume()
         self.last_metrics: dict[str, float] = {}
         train_set, val_batches = self._datasets()
+        lines = [(x[0].numpy() + 1) / 2 for b in val_batches for x in b["line"]]
+        self.scale = training_scale(cfg, lines)
         if resume_from is not None:
             try:
                 state = load_checkpoint(resume_from)

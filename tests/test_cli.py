@@ -164,3 +164,34 @@ def test_colorize_bad_model_and_settings_are_clear_errors(drawings_dir, tmp_path
     assert main(["colorize", str(drawings_dir), "--model", str(tiny_model), "--out", str(tmp_path),
                  "--resolution", "5"]) == 1  # fmt: skip
     assert "resolution must be between" in capsys.readouterr().err
+
+
+def test_colorize_layers_modes_and_a_missing_hint_file(drawings_dir, tiny_model, tmp_path, capsys):
+    """--layers writes X.flats.png and X.lines.png at the sketch's size; --mode soft differs from flat;
+    a hints folder without a file for one input says so and colors that one without hints."""
+    src = drawings_dir / "a"
+    hints = tmp_path / "hints"
+    hints.mkdir()
+    w, h = Image.open(src / "1.png").size
+    layer = np.zeros((h, w, 4), np.uint8)
+    layer[h // 2 - 3 : h // 2 + 3, w // 2 - 3 : w // 2 + 3] = (47, 158, 68, 255)
+    Image.fromarray(layer, "RGBA").save(hints / "1.png")
+    out = tmp_path / "flat"
+    assert main(["colorize", str(src), "--model", str(tiny_model), "--out", str(out), "--layers",
+                 "--hints", str(hints)]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "no hints for 3.png" in err and "no hints for 5.png" in err and "1.png" not in err
+    for stem in ("1", "3", "5"):
+        size = Image.open(src / f"{stem}.png").size
+        composite, colors, lines = (Image.open(out / f"{stem}{s}.png") for s in ("", ".flats", ".lines"))
+        assert composite.size == colors.size == lines.size == size
+        assert lines.mode == "RGBA" and colors.mode == "RGB"
+    assert main(["colorize", str(src), "--model", str(tiny_model), "--out", str(tmp_path / "soft"),
+                 "--mode", "soft"]) == 0  # fmt: skip
+    assert not (tmp_path / "soft" / "1.flats.png").exists()
+    flat = np.asarray(Image.open(out / "3.png"), np.int16)
+    soft = np.asarray(Image.open(tmp_path / "soft" / "3.png"), np.int16)
+    assert np.abs(flat - soft).mean() > 1
+    assert main(["colorize", str(src), "--model", str(tiny_model), "--out", str(tmp_path / "x"),
+                 "--background", "bluish"]) == 1  # fmt: skip
+    assert "#rrggbb" in capsys.readouterr().err

@@ -310,3 +310,107 @@ def test_export_load_round_trip_gives_identical_outputs(tmp_path, monkeypatch):
         assert torch.equal(G(x), G2(x))
     for (k1, v1), (k2, v2) in zip(G.state_dict().items(), G2.state_dict().items(), strict=True):
         assert k1 == k2 and torch.equal(v1, v2)
+
+
+# ------------------------------------------------------------------------------------------- modes, layers, scale
+
+
+def closed_shapes(width: int = 300, height: int = 200) -> Image.Image:
+    """Two closed outlines on white: a circle (left) and a box (right)."""
+    img = Image.new("L", (width, height), 255)
+    d = ImageDraw.Draw(img)
+    d.ellipse((20, 30, 140, 170), outline=0, width=3)
+    d.rectangle((170, 40, 280, 160), outline=0, width=3)
+    return img
+
+
+def dot(size: tuple[int, int], xy: tuple[int, int], color: tuple[int, int, int], r: int = 4) -> Image.Image:
+    layer = Image.new("RGBA", size, (0, 0, 0, 0))
+    ImageDraw.Draw(layer).ellipse((xy[0] - r, xy[1] - r, xy[0] + r, xy[1] + r), fill=(*color, 255))
+    return layer
+
+
+def test_flat_mode_fills_each_region_with_its_hint_exactly_and_keeps_the_paper(model):
+    from colorizer.evaluate import delta_e76
+
+    img = closed_shapes()
+    brown = (141, 85, 36)  # the hint that came out bright red from the network alone
+    out = np.asarray(model.colorize(img, hints=dot(img.size, (80, 100), brown)))
+    inside = out[60:140, 50:110].reshape(-1, 3)
+    assert delta_e76(inside[None].astype(np.uint8), np.full_like(inside[None], brown, np.uint8)) < 1.0
+    assert (out[5:25, :] == 255).all() and (out[:, 290:] == 255).all()  # the paper: white
+    box = out[70:130, 200:250].reshape(-1, 3)
+    assert len(np.unique(box, axis=0)) == 1  # no hint: one color (the network's) for the whole box
+
+
+def test_soft_mode_is_the_networks_colors_and_modes_are_checked(model):
+    img = closed_shapes()
+    flat = arr(model.colorize(img, mode="flat"))
+    soft = arr(model.colorize(img, mode="soft"))
+    assert soft.shape == flat.shape and not np.array_equal(soft, flat)
+    assert len(np.unique(soft[5:25].reshape(-1, 3), axis=0)) > 1  # the network paints the paper too
+    with pytest.raises(InputError, match="mode must be one of"):
+        model.colorize(img, mode="watercolor")
+    with pytest.raises(InputError, match="#rrggbb"):
+        model.colorize(img, background="blue-ish")
+    tinted = np.asarray(model.colorize(img, background="#ffe0c0"))
+    assert tinted[10, 10].tolist() == [255, 224, 192]
+
+
+@pytest.mark.parametrize("mode", ["flat", "soft"])
+def test_layers_have_the_sketchs_size_and_compose_to_the_result(model, mode):
+    img = closed_shapes(301, 203)
+    layers = model.colorize_layers(img, hints=dot(img.size, (80, 100), (47, 158, 68)), mode=mode)
+    assert layers.composite.size == layers.colors.size == layers.lines.size == img.size
+    assert layers.lines.mode == "RGBA" and layers.colors.mode == "RGB"
+    lines = np.asarray(layers.lines)
+    assert (lines[..., :3] == 0).all()  # black ink...
+    ink = np.asarray(img) < 128
+    assert (lines[..., 3][ink] > 128).all() and (
+        lines[..., 3][~ink] < 128
+    ).mean() > 0.99  # ...on transparency
+    # the colors under the lines, composited with the lines layer, give the composite
+    redone = Image.alpha_composite(layers.colors.convert("RGBA"), layers.lines).convert("RGB")
+    assert np.abs(arr(redone) - arr(layers.composite)).max() <= 2
+
+
+def test_the_network_sees_the_scale_it_was_trained_at(model_dirs, tmp_path):
+    """model.json's scale sets the processing size (not a fixed 512) and the target stroke width."""
+    info = json.loads((model_dirs[0] / "model.json").read_text())
+    m = Colorizer.load(model_dirs[0], device="cpu")
+    img = closed_shapes(600, 400)
+    assert m.colorize_layers(img).network_hw == (
+        round(400 * m.scale.side_px / 600),
+        m.scale.side_px,
+    )
+    folder = tmp_path / "scaled"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes((model_dirs[0] / "model.safetensors").read_bytes())
+    info["scale"] = {"side_px": 128, "line_width_px": 1.0}
+    (folder / "model.json").write_text(json.dumps(info))
+    m128 = Colorizer.load(folder, device="cpu")
+    assert m128.scale.side_px == 128 and m128.colorize_layers(img).network_hw == (85, 128)
+    assert m128.colorize_layers(img, resolution=256).network_hw == (171, 256)
+
+
+def test_thick_strokes_are_thinned_toward_the_trained_width():
+    from colorizer.lineart import stroke_width_px
+
+    lines = np.ones((80, 120), np.float32)
+    lines[30:37, 10:110] = 0.0  # a 7 px stroke
+    assert stroke_width_px(lines) == pytest.approx(7, abs=0.6)
+    thin = inference.thin_strokes(lines, 1.0)
+    assert stroke_width_px(thin) == pytest.approx(1, abs=0.6)
+    fine = np.ones((80, 120), np.float32)
+    fine[40, 10:110] = 0.0
+    assert np.array_equal(inference.thin_strokes(fine, 1.0), fine)  # already thin: untouched
+
+
+def test_bright_saturated_drawings_are_color_images():
+    """A yellow padlock on white has no pixel darker than V=245 but is a color illustration."""
+    img = np.full((100, 100, 3), 255, np.uint8)
+    img[20:80, 25:75] = (255, 230, 0)
+    assert inference.is_color_image(img)
+    grey = np.full((100, 100, 3), 255, np.uint8)
+    grey[20:80, 48:52] = 90
+    assert not inference.is_color_image(grey)
