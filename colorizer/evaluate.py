@@ -6,17 +6,22 @@
     colorizer evaluate --model weights/ --lineart black/ --data color/ --out eval/      # real pairs, scored
     colorizer evaluate --baseline mean-color --data data/curated/manifest.jsonl --out eval/mean   # baselines
 
-With `--lineart` and `--data` together the line art is the artists' own (paired with its color target by
-file name: `black/x.png` <-> `color/x.png`) instead of XDoG. Baselines go through the same code: `lineart`
-(the line art itself as the output) and `mean-color` (the mean color of the training images everywhere, the
-line art multiplied over it; taken from the manifest's train split, or from `--mean-from`).
+What is scored is what a user gets: each sketch goes through `Colorizer.colorize` at the default settings
+(mode, the model's own scale, the lines laid over the colors), unless `--mode` or `--resolution` ask
+otherwise. With `--lineart` and `--data` together the line art is the artists' own (paired with its color
+target by file name: `black/x.png` <-> `color/x.png`) instead of XDoG. Baselines go through the same scoring:
+`lineart` (the line art itself as the output) and `mean-color` (the mean color of the training images
+everywhere, the line art multiplied over it; taken from the manifest's train split, or from `--mean-from`).
 
 For each target image (its longer side scaled to `--size`): line art by XDoG (sigma 0.5, the literature's
-setting), then the model with 0, 4, 16 and 64 hints of the target's true color at random points (a fixed
-seed: two runs, or two models, see the same hints), scored against the target:
+setting) unless real line art is given, then the model with 0, 4, 16 and 64 hint dots of the target's true
+color. `--hint-placement colored` (the default) puts them where a person would: on colored pixels (not the
+white paper) off the lines, the color read at the dot's center; `uniform` anywhere. The positions come from
+a fixed seed: two runs, or two models, see the same hints. Scores against the target:
 
-- PSNR (dB) and SSIM (on luma), higher is better;
-- Delta E 2000 at the hint points (does the model keep the color it was given? lower is better);
+- PSNR (dB): mean and median over the images; SSIM (on luma); higher is better;
+- Delta E 76 over the whole image (mean CIE Lab distance per image, then mean and median), lower is better;
+- Delta E 2000 at the hint dots (does the model keep the color it was given?), lower is better;
 - colorfulness difference |C(output) - C(target)| (Hasler & Suesstrunk; a washed-out model scores high);
 - FID between outputs (0 hints) and targets, only with Inception-v3 weights the user gives (`--fid-weights`,
   a torchvision state dict; nothing is downloaded).
@@ -39,14 +44,15 @@ from PIL import Image
 
 from colorizer import metrics as M
 from colorizer.data import ImageLoadError, load_rgb, resolve_items
-from colorizer.hints import point_hints
-from colorizer.inference import Colorizer, sketch_to_lines
+from colorizer.inference import DEFAULT_MODE, MODES, Colorizer, check_resolution, sketch_to_lines
 from colorizer.lineart import xdog
 
 log = logging.getLogger(__name__)
 
 HINT_COUNTS = (0, 4, 16, 64)
 BASELINES = ("lineart", "mean-color")
+PLACEMENTS = ("colored", "uniform")
+PAPER_DELTA = 24  # a target pixel is paper when no channel is further than this from white
 
 
 class Baseline:
@@ -69,6 +75,10 @@ class Baseline:
     def colorize_lines(self, lines: np.ndarray, hint_rgb=None, hint_mask=None) -> np.ndarray:
         rgb = np.repeat(lines[..., None], 3, axis=2).astype(np.float32)
         return rgb if self.kind == "lineart" else rgb * self.mean_rgb[None, None].astype(np.float32)
+
+    def colorize(self, sketch: Image.Image, hints=None, **_: object) -> Image.Image:
+        colors = self.colorize_lines(sketch_to_lines(sketch, "as-is"))
+        return Image.fromarray(_u8(colors), "RGB")
 
 
 def mean_color(
@@ -110,15 +120,59 @@ def _pairs(lineart_dir: str, color_dir: str) -> list[tuple[Path, Path]]:
     return [(lines[k], colors[k]) for k in common]
 
 
-def _fit(rgb: np.ndarray, size_px: int, multiple: int) -> np.ndarray:
-    """Scale so the longer side is `size_px`, then crop to multiples of the network's 2**depth."""
+def _fit(rgb: np.ndarray, size_px: int) -> np.ndarray:
+    """Scale so the longer side is `size_px`."""
     h, w = rgb.shape[:2]
     s = size_px / max(h, w)
-    nh, nw = max(multiple, round(h * s)), max(multiple, round(w * s))
-    rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
-    ch, cw = nh // multiple * multiple, nw // multiple * multiple
-    top, left = (nh - ch) // 2, (nw - cw) // 2
-    return np.ascontiguousarray(rgb[top : top + ch, left : left + cw])
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    if (nh, nw) == (h, w):
+        return rgb
+    return cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+
+
+def hint_dots(
+    target: np.ndarray,
+    lines: np.ndarray,
+    count: int,
+    rng: np.random.Generator,
+    *,
+    placement: str = "colored",
+    radius_px: int = 2,
+) -> np.ndarray:
+    """`count` dots of the target's true color as a user's hint layer `(H, W, 4) uint8` (transparent
+    elsewhere). "colored": at random pixels that are neither paper nor within `radius_px + 2` px of a line,
+    the color read at the dot's center (as a person picks a color and dabs it inside a region); "uniform":
+    anywhere, the 3x3 mean color. Fewer dots when there is no room for more."""
+    h, w = target.shape[:2]
+    layer = np.zeros((h, w, 4), np.uint8)
+    if count <= 0:
+        return layer
+    if placement == "colored":
+        room = cv2.distanceTransform((lines >= 0.7).astype(np.uint8), cv2.DIST_L2, 3) >= radius_px + 2
+        colored = np.abs(target.astype(np.int16) - 255).max(axis=2) > PAPER_DELTA
+        ys, xs = np.nonzero(room & colored)
+        if len(ys) == 0:
+            return layer
+        picks = rng.choice(len(ys), size=min(count, len(ys)), replace=False)
+        points = [(int(ys[k]), int(xs[k])) for k in picks]
+        colors = [target[y, x].tolist() for y, x in points]
+    elif placement == "uniform":
+        points = [(int(rng.integers(0, h)), int(rng.integers(0, w))) for _ in range(count)]
+        colors = [
+            target[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].reshape(-1, 3).mean(0).round().tolist()
+            for y, x in points
+        ]
+    else:
+        raise ValueError(f"hint placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+    for (y, x), c in zip(points, colors, strict=True):
+        cv2.circle(layer, (x, y), radius_px, (*[int(v) for v in c], 255), thickness=-1)
+    return layer
+
+
+def delta_e76(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean CIE Delta E 76 (Lab distance) between two `(H, W, 3)` images in [0, 1] or uint8."""
+    lab = [M.rgb_to_lab(_to_tensor(x)[0]) for x in (a, b)]
+    return float(((lab[0] - lab[1]) ** 2).sum(0).sqrt().mean())
 
 
 def _to_tensor(x: np.ndarray) -> torch.Tensor:
@@ -164,6 +218,9 @@ def evaluate(
     device: str | None = None,
     baseline: str | None = None,
     mean_from: str | None = None,
+    mode: str = DEFAULT_MODE,
+    resolution: int | None = None,
+    placement: str = "colored",
 ) -> dict:
     """Score the model(s) (or a `baseline`) on `data` (a manifest split or a folder; with `lineart_dir`, the
     color twins of real line art) and write report.json + grid.png."""
@@ -173,6 +230,11 @@ def evaluate(
         raise ValueError("give either --model (repeatable) or --baseline")
     if baseline and data is None:
         raise ValueError("a baseline is scored against color targets: give --data")
+    if mode not in MODES:
+        raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if placement not in PLACEMENTS:
+        raise ValueError(f"--hint-placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+    check_resolution(resolution)
     if baseline:
         mean = None
         if baseline == "mean-color":
@@ -198,18 +260,18 @@ def evaluate(
         pairs = [(None, Path(i.path)) for i in items]
     if limit:
         pairs = pairs[:limit]
-    per_count: dict[int, dict[str, list[float]]] = {n: {"psnr": [], "ssim": [], "delta_e_hints": [],
-                                                        "colorfulness_diff": []} for n in hint_counts}  # fmt: skip
+    names = ("psnr", "ssim", "delta_e76", "delta_e_hints", "colorfulness_diff")
+    per_count: dict[int, dict[str, list[float]]] = {n: {k: [] for k in names} for n in hint_counts}
     fid_out, fid_target, rows, skipped = [], [], [], []
     inception = M.load_inception(fid_weights, model.device) if fid_weights else None
-    multiple = max(model.multiple, 1)
+    radius = max(2, round(2 * size_px / 256))  # a dab of the brush: 5 px across at 256 px
     for k, (line_path, target_path) in enumerate(pairs):
         try:
-            target = _fit(load_rgb(target_path, max_side_px=4 * size_px), size_px, multiple)
+            target = _fit(load_rgb(target_path, max_side_px=4 * size_px), size_px)
             if line_path is None:
                 lines = xdog(target, sigma=0.5)
             else:
-                real = _fit(load_rgb(line_path, max_side_px=4 * size_px), size_px, multiple)
+                real = _fit(load_rgb(line_path, max_side_px=4 * size_px), size_px)
                 if real.shape != target.shape:
                     raise ImageLoadError(f"{line_path}: {real.shape[1]}x{real.shape[0]} after scaling, its "
                                          f"color twin {target.shape[1]}x{target.shape[0]}: not a pair")  # fmt: skip
@@ -217,21 +279,25 @@ def evaluate(
         except ImageLoadError as e:
             skipped.append(str(e))
             continue
-        row = [lines]
+        sketch = Image.fromarray(_u8(lines), "L")
+        row: list[np.ndarray] = [lines]
         target_t = _to_tensor(target)
         for n in hint_counts:
             # the same points for every model and run: a generator seeded by (seed, image index, count)
             rng = np.random.default_rng([seed, k, n])
-            hint_rgb, mask = point_hints(target, n, rng, soften_sigma_px=model.soften_sigma_px)
-            colors = model.colorize_lines(lines, hint_rgb if n else None, mask if n else None)
+            layer = hint_dots(target, lines, n, rng, placement=placement, radius_px=radius)
+            hints = Image.fromarray(layer, "RGBA") if n else None
+            colors = np.asarray(
+                model.colorize(sketch, hints, mode=mode, resolution=resolution, lineart="as-is")
+            )
             out_t = _to_tensor(colors)
             scores = per_count[n]
             scores["psnr"].append(float(M.psnr(out_t, target_t)[0]))
             scores["ssim"].append(float(M.ssim(out_t, target_t)[0]))
-            if n:
-                # Delta E where the user put a color: the center of each dot (mask > 0.5 after softening)
-                de = M.delta_e_at_hints(out_t, target_t, torch.from_numpy(mask)[None, None])
-                scores["delta_e_hints"].append(float(de[0]))
+            scores["delta_e76"].append(delta_e76(colors, target))
+            if n and layer[..., 3].any():
+                mask = torch.from_numpy(layer[..., 3] > 0).float()[None, None]
+                scores["delta_e_hints"].append(float(M.delta_e_at_hints(out_t, target_t, mask)[0]))
             scores["colorfulness_diff"].append(
                 float((M.colorfulness(out_t) - M.colorfulness(target_t)).abs()[0])
             )
@@ -245,10 +311,12 @@ def evaluate(
     if not rows:
         raise ValueError(f"none of the {len(pairs)} images could be read (first error: {skipped[:1]})")
 
-    results = {
-        str(n): {name: M.summarize(vals) for name, vals in scores.items() if vals}
-        for n, scores in per_count.items()
-    }
+    results = {}
+    for n, scores in per_count.items():
+        r = {name: M.summarize(vals) for name, vals in scores.items() if vals}
+        r["psnr_median"] = float(np.median(scores["psnr"])) if scores["psnr"] else float("nan")
+        r["delta_e76_median"] = float(np.median(scores["delta_e76"])) if scores["delta_e76"] else float("nan")
+        results[str(n)] = r
     report = {
         "models": [str(d) for d in model_dirs] if not baseline else [],
         "baseline": baseline and {"kind": baseline, "detail": model.infos[0]["baseline"]},
@@ -258,6 +326,10 @@ def evaluate(
         "images": len(pairs) - len(skipped),
         "skipped": skipped,
         "size_px": size_px,
+        "mode": mode if not baseline else None,
+        "resolution": resolution or (None if baseline else f"auto ({model.scale.side_px} px)"),
+        "hint_placement": placement,
+        "hint_radius_px": radius,
         "seed": seed,
         "hint_counts": list(hint_counts),
         "lineart": f"real line art from {lineart_dir}" if lineart_dir else "XDoG sigma 0.5 of the target",
@@ -286,8 +358,8 @@ def _lineart_grid(
         except ImageLoadError as e:
             skipped.append(str(e))
             continue
-        colored = model.colorize(Image.fromarray(sketch), resolution=size_px, lineart="as-is")
-        rows.append([sketch_to_lines(sketch, "as-is"), np.asarray(colored)])
+        colored = model.colorize(Image.fromarray(_fit(sketch, size_px)), lineart="as-is")
+        rows.append([sketch_to_lines(_fit(sketch, size_px), "as-is"), np.asarray(colored)])
     if not rows:
         raise ValueError(f"no readable line art in {folder}")
     _grid(rows[:grid_rows], ["real line art", "output (no hints)"]).save(out / "grid.png")
@@ -300,12 +372,16 @@ def _lineart_grid(
 def format_report(report: dict) -> str:
     if "results" not in report:
         return f"grid of {report['images']} real line-art images: {report.get('grid')}"
-    lines = [f"{report['images']} images at {report['size_px']} px, seed {report['seed']}", "",
-             f"{'hints':>6} {'PSNR dB':>8} {'SSIM':>6} {'dE00@hints':>11} {'|dColorful|':>12}"]  # fmt: skip
+    what = f"mode {report['mode']}, network at {report['resolution']}" if report.get("mode") else "baseline"
+    lines = [f"{report['images']} images at {report['size_px']} px, {what}, hints {report['hint_placement']}, "
+             f"seed {report['seed']}", "",
+             f"{'hints':>6} {'PSNR dB':>8} {'median':>7} {'SSIM':>6} {'dE76':>6} {'median':>7} {'dE00@hints':>11} "
+             f"{'|dColorful|':>12}"]  # fmt: skip
     for n, r in report["results"].items():
         de = r.get("delta_e_hints", float("nan"))
         lines.append(
-            f"{n:>6} {r['psnr']:>8.2f} {r['ssim']:>6.3f} {de:>11.2f} {r['colorfulness_diff']:>12.2f}"
+            f"{n:>6} {r['psnr']:>8.2f} {r['psnr_median']:>7.2f} {r['ssim']:>6.3f} {r['delta_e76']:>6.2f} "
+            f"{r['delta_e76_median']:>7.2f} {de:>11.2f} {r['colorfulness_diff']:>12.2f}"
         )
     if report.get("fid") is not None:
         lines.append(f"FID (0 hints): {report['fid']:.2f}")

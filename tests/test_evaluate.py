@@ -164,3 +164,50 @@ def test_lr_find_gives_a_finite_suggestion_and_a_plot(images, tmp_path, capsys):
     assert len(r.lrs) == len(r.smoothed) and r.lrs == sorted(r.lrs)
     # the sweep does not touch the run itself
     assert not (tmp_path / "runs" / "cpu-tiny").exists()
+
+
+def test_hint_dots_sit_where_a_person_puts_them():
+    """colored placement: on colored pixels of the target, away from the lines, in the target's exact color."""
+    import cv2
+
+    from colorizer.evaluate import hint_dots
+    from colorizer.lineart import xdog
+
+    target = np.full((120, 160, 3), 255, np.uint8)
+    cv2.circle(target, (60, 60), 40, (200, 40, 30), -1)
+    cv2.circle(target, (60, 60), 40, (0, 0, 0), 3)
+    cv2.rectangle(target, (110, 20), (150, 100), (30, 90, 220), -1)
+    lines = xdog(target)
+    layer = hint_dots(target, lines, 30, np.random.default_rng(0), radius_px=2)
+    painted = layer[..., 3] > 0
+    assert painted.sum() > 30 * 9  # 30 dots of 13 px
+    assert (np.abs(target[painted].astype(int) - 255).max(axis=1) > 24).all()  # never on the paper
+    ink_dist = cv2.distanceTransform((lines >= 0.7).astype(np.uint8), cv2.DIST_L2, 3)
+    assert ink_dist[painted].min() >= 1  # never on a line
+    assert (layer[..., :3][painted] == target[painted]).all()  # the designer's own colors
+    uniform = hint_dots(target, lines, 30, np.random.default_rng(0), placement="uniform")
+    assert (np.abs(target[uniform[..., 3] > 0].astype(int) - 255).max(axis=1) <= 24).any()  # paper too
+
+
+def test_evaluate_scores_exactly_what_colorize_returns(drawings_dir, tiny_model, tmp_path):  # noqa: F811
+    """The report's numbers are those of `Colorizer.colorize` at its default settings on the same hints."""
+    from colorizer.evaluate import _fit, delta_e76, hint_dots
+    from colorizer.inference import Colorizer
+    from colorizer.lineart import xdog
+
+    one = tmp_path / "one"
+    one.mkdir()
+    src = sorted(drawings_dir.rglob("*.png"))[0]
+    (one / "x.png").write_bytes(src.read_bytes())
+    r = evaluate([tiny_model], data=str(one), out_dir=tmp_path / "e", size_px=96, hint_counts=(16,))
+    assert r["mode"] == "flat" and r["hint_placement"] == "colored"
+    target = _fit(np.asarray(Image.open(src).convert("RGB")), 96)
+    lines = xdog(target, sigma=0.5)
+    layer = hint_dots(target, lines, 16, np.random.default_rng([0, 0, 16]), radius_px=2)
+    sketch = Image.fromarray((np.clip(lines, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
+    out = np.asarray(Colorizer.load(tiny_model).colorize(sketch, Image.fromarray(layer, "RGBA")))
+    psnr = float(M.psnr(torch.from_numpy(out / 255.0).permute(2, 0, 1)[None],
+                        torch.from_numpy(target / 255.0).permute(2, 0, 1)[None])[0])  # fmt: skip
+    assert r["results"]["16"]["psnr"] == pytest.approx(psnr, abs=1e-4)
+    assert r["results"]["16"]["psnr_median"] == pytest.approx(psnr, abs=1e-4)
+    assert r["results"]["16"]["delta_e76"] == pytest.approx(delta_e76(out, target), abs=1e-4)
