@@ -19,11 +19,12 @@ import ipaddress
 import json
 import os
 import random
+import re
 import threading
 import time
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -37,6 +38,7 @@ USER_AGENT = "lineart-colorizer-crawler/0.1 (+https://github.com/; polite: rate-
 MAX_REDIRECTS = 5
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_PLAIN_TARGET = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]+")
 _CHUNK_BYTES = 256 * 1024
 _IN_MEMORY_CHECK_BYTES = 8 * 1024 * 1024
 _PILLOW_LOCK = threading.Lock()
@@ -386,13 +388,18 @@ class HttpClient:
     ):
         self.limiter = limiter
         self.retry = retry
-        self.timeout = urllib3.Timeout(connect=timeout_s[0], read=timeout_s[1])
         self.body_timeout_s = body_timeout_s
-        self.headers = {"User-Agent": user_agent, "Accept": "*/*"}
         self._sleep = sleep
         self._connections = connections  # kept alive per host: one per worker, else they are re-opened
-        self._managers: dict[str | None, urllib3.PoolManager] = {}
-        self._proxies: dict[tuple[str, str], str | None] = {}
+        self._managers: dict[str | None, urllib3.PoolManager] = {}  # by proxy (None: direct)
+        self._routes: dict[tuple[str, str], tuple] = {}  # (scheme, host:port) -> (pool, proxy manager)
+        self._request_kw = dict(
+            headers={"User-Agent": user_agent, "Accept": "*/*"},
+            preload_content=False,
+            redirect=False,  # followed in _get, each hop through the rate limiter
+            retries=False,  # fetch() retries, through the rate limiter
+            timeout=urllib3.Timeout(connect=timeout_s[0], read=timeout_s[1]),
+        )
         self._lock = threading.Lock()
         self._ssl = None
         self._deadlines = _Deadlines()
@@ -483,37 +490,34 @@ class HttpClient:
 
     def _request(self, url: str) -> urllib3.BaseHTTPResponse:
         parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise FetchError(f"invalid URL: {_short_text(url)}", retryable=False)
-        manager, proxied = self._manager(scheme, parts.hostname)
-        kw = dict(
-            headers=self.headers, preload_content=False, redirect=False, retries=False, timeout=self.timeout
-        )
-        if proxied:
-            return manager.urlopen("GET", url, **kw)
-        # straight to the host's pool: what PoolManager.urlopen adds is redirect handling, done here
-        target = urllib3.util.parse_url(url)
-        return manager.connection_from_url(url).urlopen(
-            "GET", target.request_uri, assert_same_host=False, **kw
-        )
+        route = self._routes.get((parts.scheme, parts.netloc))
+        if route is None or route[0].pool is None:  # new host, or a pool the manager let go
+            route = self._route(parts.scheme.lower(), parts.hostname, url)
+            self._routes[(parts.scheme, parts.netloc)] = route
+        pool, proxy = route
+        if proxy is not None:
+            return proxy.urlopen("GET", url, **self._request_kw)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if not _PLAIN_TARGET.fullmatch(target):  # spaces, non-ASCII: percent-encoded by urllib3
+            target = urllib3.util.parse_url(url).request_uri
+        return pool.urlopen("GET", target, assert_same_host=False, **self._request_kw)
 
-    def _manager(self, scheme: str, host: str) -> tuple[urllib3.PoolManager, bool]:
-        key = (scheme, host)
+    def _route(self, scheme: str, host: str | None, url: str) -> tuple:
+        """The connection pool for the URL's host, and the ProxyManager when the environment names a proxy."""
+        if scheme not in ("http", "https") or not host:
+            raise FetchError(f"invalid URL: {_short_text(url)}", retryable=False)
         with self._lock:
-            if key not in self._proxies:
-                self._proxies[key] = environ_proxy(scheme, host)
-            proxy = self._proxies[key]
+            proxy = environ_proxy(scheme, host)
             manager = self._managers.get(proxy)
             if manager is None:
-                kw = {"num_pools": 16, "maxsize": self._connections}
+                kw = {"num_pools": 64, "maxsize": self._connections}
                 manager = urllib3.ProxyManager(proxy, **kw) if proxy else urllib3.PoolManager(**kw)
                 self._managers[proxy] = manager
             if scheme == "https" and "ssl_context" not in manager.connection_pool_kw:
                 if self._ssl is None:
                     self._ssl = ssl_context()  # built on the first HTTPS request: it reads the CA store
                 manager.connection_pool_kw["ssl_context"] = self._ssl
-            return manager, proxy is not None
+            return manager.connection_from_url(url), (manager if proxy else None)
 
     def _check_status(self, url: str, resp: urllib3.BaseHTTPResponse) -> None:
         status, headers = resp.status, resp.headers
@@ -571,10 +575,10 @@ class HttpClient:
             length = resp.length_remaining
             if length is not None and length > max_bytes:
                 raise FetchError(f"too large: {length} bytes > --max-mb cap", retryable=False)
-            chunks = _chunks(resp, max_bytes)
+            chunks: Iterable[bytes] = _chunks(resp, max_bytes)
             held: contextlib.AbstractContextManager = contextlib.nullcontext()
             if gate is not None and length is not None and length <= _IN_MEMORY_CHECK_BYTES:
-                chunks, held = list(chunks), gate  # the network wait happens here, outside the gate
+                chunks, held = (resp.read(),), gate  # the network wait happens here, outside the gate
             digest = hashlib.md5()
             size = 0
             kept: list[bytes] | None = []  # small bodies are checked in memory (no second open)
