@@ -9,9 +9,10 @@ the narrow parts; a narrow part that touches one region only is that region's ta
 ends in a region, the lines too (flats run under the ink, so no paper shows at their edges).
 
 Each region takes one color: the user's hint inside it, exactly; else the network's mean color there. Two
-hint colors in one region split it along its narrowest passage (a watershed over the distance to the ink,
-as LazyBrush cuts at gaps). The paper (the large region at the frame) stays white unless a background color
-is asked for; a hint that leaked into it through an open outline takes back only the part behind the gap.
+hint colors in one region split it between them by shortest paths that cost more near a line, so they meet
+inside a gap (as LazyBrush cuts at gaps). The paper (the region holding most of the frame) stays white unless
+a background color is asked for; a hint that leaked into it through an open outline takes only what lies
+behind the opening. The frame counts as a line: a figure cut by it is closed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 INK_THRESHOLD = 0.7  # line art below this is ink (anti-aliased edges included: they close gaps)
 RADII_PX = (4, 2, 1)  # trapped-ball radii at the working scale: gaps up to ~8 px are closed
@@ -29,7 +29,7 @@ PAPER_MIN_BORDER_SHARE = 0.1  # a region holding this share of the frame is pape
 PAPER_ALSO_BORDER_SHARE = 0.25  # ...and any other region holding this much of it
 PASSAGE_PX = 8.0  # closer than this to a line, a step in a region costs more (up to PASSAGE_COST)
 PASSAGE_COST = 20.0
-SPLIT_MAX_PX = 60_000  # a region split on more pixels than this is split on a coarser grid
+SPLIT_MAX_PX = 16_000  # a region split on more pixels than this is split on a coarser grid
 LEAK_CUT_RATIO = 1.2  # a leaked hint's cut must be shorter than this x sqrt(area behind it)
 HINT_ALPHA = 0.5  # a hint pixel: painted with at least this opacity
 
@@ -112,6 +112,8 @@ def segment(
             comp = np.where(comp > 0, comp + n, 0)
             n += count - 1
         labels[seeds] = comp[seeds]
+        if i == len(radii) - 1:
+            break  # the last rims go to the nearest region below, with the ink
         # Give back what the ball's radius took off each region (its rim along the lines), within the free area.
         nearest, d = _nearest_labels(labels, labels > 0)
         grow = free & (labels == 0) & (d <= r + 1.5)
@@ -171,10 +173,11 @@ def _hints(
     if not painted.any():
         return [], None
     count, comp = cv2.connectedComponents(painted.astype(np.uint8), connectivity=8)
-    flat_comp = comp.ravel()
+    flat_comp = np.where(painted, comp, 0).ravel()
+    size = np.bincount(flat_comp, minlength=count)
     colors = np.stack(
-        [ndimage.median(hint_rgb[..., c], comp, index=np.arange(1, count)) for c in range(3)], axis=1
-    ).reshape(-1, 3)
+        [np.bincount(flat_comp, weights=hint_rgb[..., c].ravel(), minlength=count) for c in range(3)], axis=1
+    )[1:] / np.maximum(size[1:, None], 1)
     off_ink = (~ink).ravel()
     # One hint per distinct color (a user's many dots of one color are one intention).
     groups: list[tuple[np.ndarray, list[int]]] = []
@@ -231,22 +234,17 @@ def _split(region: np.ndarray, dist: np.ndarray, markers: list[np.ndarray]) -> n
     graph = coo_matrix(
         (np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
     ).tocsr()
-    source_label = {}
-    for k, idx in enumerate(markers):
+    node_label = np.zeros(n, np.int32)
+    for k, idx in reversed(list(enumerate(markers))):  # where markers overlap, the first one wins
         yy, xx = (idx // w - y0) // step, (idx % w - x0) // step
         ok = (yy >= 0) & (yy < sh) & (xx >= 0) & (xx < sw)
         node = ids[yy[ok], xx[ok]]
-        for v in np.unique(node[node >= 0]).tolist():
-            source_label.setdefault(v, k + 1)
-    if not source_label:
+        node_label[node[node >= 0]] = k + 1
+    sources = np.flatnonzero(node_label)
+    if len(sources) == 0:
         return np.zeros(region.shape, np.int32)
-    sources = np.fromiter(source_label, np.int64)
     _, _, nearest = dijkstra(graph, directed=False, indices=sources, return_predecessors=True, min_only=True)
-    lut = np.zeros(n, np.int32)
-    reached = nearest >= 0
-    lut[reached] = (
-        np.array([source_label[int(v)] for v in nearest[reached]], np.int32) if reached.any() else 0
-    )
+    lut = np.where(nearest >= 0, node_label[np.maximum(nearest, 0)], 0)
     part = np.zeros(sub.shape, np.int32)
     part[sub] = lut
     if step > 1:
