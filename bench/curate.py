@@ -1,7 +1,7 @@
 """Benchmark: `crawler filter` throughput, and the near-duplicate index against comparing every pair.
 
 1. Filtering: a crawl of 512-pixel drawings made here (JPEG q92 and PNG, sidecars, a few exact and
-   near duplicates) through `crawler.curate.curate`, the whole run (scan, decode, measure, hash,
+   near duplicates) through `crawler.curation.curate`, the whole run (scan, decode, measure, hash,
    rules, dedup, split, hard links, manifest): cold with 1 process and with one per core, and warm
    (every measurement from the cache, what a re-run after a small crawl update costs).
 2. Dedup index: 100,000 random 64-bit hashes with 5% planted near copies (0-8 bits flipped);
@@ -38,14 +38,9 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from crawler.curate import curate, load_curate_config  # noqa: E402
-from crawler.filters import (  # noqa: E402
-    IMAGE_EXTENSIONS,
-    HammingIndex,
-    analyze_image,
-    near_duplicate_pairs,
-    popcount64,
-)
+from crawler.curation import curate, load_curate_config  # noqa: E402
+from crawler.curation.measure import IMAGE_EXTENSIONS, analyze_image  # noqa: E402
+from crawler.curation.phash import HammingIndex, near_duplicate_pairs, popcount64  # noqa: E402
 
 
 def drawing(h: int, w: int, rng: np.random.Generator) -> Image.Image:

@@ -104,7 +104,7 @@ def build_parser(with_filter: bool = True) -> argparse.ArgumentParser:
                    help="append '<unix time> <status> <kind> <path>' per request")  # fmt: skip
 
     if with_filter:
-        from .curate import add_filter_parser
+        from .curation.cli import add_filter_parser
 
         add_filter_parser(sub)
     else:
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         return _crawl(args)
     if args.command == "serve-local":
         return _serve(args)
-    from .curate import run_filter
+    from .curation.cli import run_filter
 
     return run_filter(args)
 

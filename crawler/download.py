@@ -393,8 +393,11 @@ class HttpClient:
         self._connections = connections  # kept alive per host: one per worker, else they are re-opened
         self._managers: dict[str | None, urllib3.PoolManager] = {}  # by proxy (None: direct)
         self._routes: dict[tuple[str, str], tuple] = {}  # (scheme, host:port) -> (pool, proxy manager)
+        headers = {"User-Agent": user_agent, "Accept": "*/*", "Accept-Encoding": "identity"}
+        # API pages compress well; images do not, and a compressed one could inflate past the size cap
+        self._page_headers = {**headers, "Accept-Encoding": "gzip, deflate"}
         self._request_kw = dict(
-            headers={"User-Agent": user_agent, "Accept": "*/*"},
+            headers=headers,
             preload_content=False,
             redirect=False,  # followed in _get, each hop through the rate limiter
             retries=False,  # fetch() retries, through the rate limiter
@@ -413,7 +416,9 @@ class HttpClient:
         for manager in managers:
             manager.clear()
 
-    def fetch(self, url: str, read: Callable[[urllib3.BaseHTTPResponse], T]) -> tuple[T, int]:
+    def fetch(
+        self, url: str, read: Callable[[urllib3.BaseHTTPResponse], T], *, compressed: bool = False
+    ) -> tuple[T, int]:
         """GET `url` and hand the 200 answer to `read`; returns `(read's result, attempts)`.
 
         Raises GaveUp when the attempts run out or a failure is final, CrawlStopped (and stops every
@@ -422,7 +427,7 @@ class HttpClient:
         for attempt in range(1, self.retry.attempts + 1):
             throttled, retry_after = False, None
             try:
-                with self._get(url) as resp:
+                with self._get(url, compressed) as resp:
                     return read(resp), attempt
             except CrawlStopped as err:
                 if self.stopped is None:
@@ -450,7 +455,7 @@ class HttpClient:
         raise GaveUp(last, self.retry.attempts)  # pragma: no cover - the loop returns or raises
 
     @contextlib.contextmanager
-    def _get(self, url: str) -> Iterator[urllib3.BaseHTTPResponse]:
+    def _get(self, url: str, compressed: bool = False) -> Iterator[urllib3.BaseHTTPResponse]:
         """One GET per hop, each through the rate limiter; yields the checked 200 answer, whose body
         must be read within `body_timeout_s`."""
         for _hop in range(MAX_REDIRECTS + 1):
@@ -461,7 +466,7 @@ class HttpClient:
                 raise self.stopped
             with self._lock:
                 self.requests_sent += 1
-            resp = self._request(url)
+            resp = self._request(url, compressed)
             try:
                 location = resp.headers.get("location") if resp.status in _REDIRECTS else None
                 if location is None:
@@ -488,19 +493,20 @@ class HttpClient:
                 raise FetchError(f"redirect to a non-HTTP address: {_short_text(url)}", retryable=False)
         raise FetchError(f"more than {MAX_REDIRECTS} redirects (last: {_short_text(url)})", retryable=False)
 
-    def _request(self, url: str) -> urllib3.BaseHTTPResponse:
+    def _request(self, url: str, compressed: bool = False) -> urllib3.BaseHTTPResponse:
         parts = urlsplit(url)
         route = self._routes.get((parts.scheme, parts.netloc))
         if route is None or route[0].pool is None:  # new host, or a pool the manager let go
             route = self._route(parts.scheme.lower(), parts.hostname, url)
             self._routes[(parts.scheme, parts.netloc)] = route
         pool, proxy = route
+        kw = {**self._request_kw, "headers": self._page_headers} if compressed else self._request_kw
         if proxy is not None:
-            return proxy.urlopen("GET", url, **self._request_kw)
+            return proxy.urlopen("GET", url, **kw)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if not _PLAIN_TARGET.fullmatch(target):  # spaces, non-ASCII: percent-encoded by urllib3
             target = urllib3.util.parse_url(url).request_uri
-        return pool.urlopen("GET", target, assert_same_host=False, **self._request_kw)
+        return pool.urlopen("GET", target, assert_same_host=False, **kw)
 
     def _route(self, scheme: str, host: str | None, url: str) -> tuple:
         """The connection pool for the URL's host, and the ProxyManager when the environment names a proxy."""
@@ -552,7 +558,7 @@ class HttpClient:
                 raise CloudflareChallenge(url, 200)
             return body
 
-        body, _ = self.fetch(url, read)
+        body, _ = self.fetch(url, read, compressed=True)
         return body
 
     def download_file(

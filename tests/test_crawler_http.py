@@ -47,6 +47,20 @@ def test_answers_every_maintained_client_reads_are_read(catalog, tmp_path, quirk
     assert len(files) == 24 and summary.elapsed_s < 5  # no answer waited for a timeout
 
 
+def test_api_pages_are_asked_for_gzip_and_files_are_not(catalog, tmp_path):
+    with LocalBooru(catalog, Faults(wire=frozenset({"gzip"}))) as booru:
+        http = client()
+        url = f"{booru.url}/index.php?page=dapi&s=post&q=index&tags=all&limit=3"
+        encoding, body = http.fetch(
+            url, lambda r: (r.headers.get("content-encoding"), r.read()), compressed=True
+        )[0]
+        assert encoding == "gzip" and body.startswith(b"<?xml") and body.count(b"<post ") == 3
+        assert http.get_bytes(url) == body
+        file, md5 = file_url(booru, catalog, 1)
+        assert http.fetch(file, lambda r: r.headers.get("content-encoding"))[0] is None
+        http.close()
+
+
 def test_an_answer_that_is_not_http_is_retried_then_recorded_never_a_crash(catalog, tmp_path, capsys):
     out = tmp_path / "out"
     with LocalBooru(catalog, Faults(malformed=1000)) as booru:

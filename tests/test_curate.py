@@ -19,24 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crawler.curate import (
-    ConfigError,
-    add_filter_parser,
-    assign_split,
-    curate,
-    load_curate_config,
-    main,
-    run_filter,
-)
-from crawler.filters import (
-    AnalysisParams,
-    HammingIndex,
-    analyze_image,
-    brute_force_pairs,
-    near_duplicate_pairs,
-    phash,
-    popcount64,
-)
+from crawler.curation import STAGES, ConfigError, assign_split, curate, load_curate_config
+from crawler.curation.cli import add_filter_parser, main, run_filter
+from crawler.curation.measure import AnalysisParams, analyze_image
+from crawler.curation.phash import HammingIndex, brute_force_pairs, near_duplicate_pairs, phash, popcount64
 
 # --------------------------------------------------------------------------------------------------
 # Pictures
@@ -469,7 +455,7 @@ def test_bad_command_lines_exit_2_with_a_message(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
     (tmp_path / "src").mkdir()
     assert main([str(tmp_path / "src"), "--out", str(tmp_path / "o"), "--set", "nope=1"]) == 2
-    assert "unknown setting nope" in capsys.readouterr().err
+    assert "unknown config key 'nope'" in capsys.readouterr().err  # the loader the model side uses
     assert main([str(tmp_path / "src"), "--out", str(tmp_path / "o"), "--tagger", "i2v"]) == 2
     assert "--i2v-weights" in capsys.readouterr().err
     assert main([str(tmp_path / "src"), "--out", str(tmp_path / "src")]) == 2
@@ -485,7 +471,7 @@ def test_parallel_measuring_gives_the_same_manifest(tmp_path):
 
 def test_crawler_modules_import_no_torch():
     code = (
-        "import sys, crawler.cli, crawler.curate, crawler.filters, crawler.tagger; "
+        "import sys, crawler.cli, crawler.crawl, crawler.local_server, crawler.curation.cli, crawler.curation.tagger; "
         "bad = [m for m in ('torch', 'cv2', 'scipy') if m in sys.modules]; "
         "assert not bad, bad"
     )
@@ -720,7 +706,7 @@ def test_junk_in_sidecars_is_not_a_tag(tmp_path):
 def test_interrupted_run_leaves_the_old_manifest_and_keeps_what_it_measured(
     crawl, tmp_path, monkeypatch, capsys
 ):
-    import crawler.curate as curate_mod
+    import crawler.curation.measure as curate_mod
 
     dest = tmp_path / "out"
     args = [str(crawl.root), "--out", str(dest), "--workers", "1", "--set", "pixels.min_short_side_px=64"]
@@ -848,3 +834,27 @@ def test_photos_are_rejected_drawings_and_jpeg_anime_are_kept(tmp_path):
 
     off = curate(src, tmp_path / "off", small_cfg("dedup.near=false", "pixels.photo_min_texture_share=0"))
     assert "photo" not in set(reasons(off).values())
+
+
+def test_curate_runs_its_named_stages_in_order(crawl, tmp_path, monkeypatch):
+    """The stages the README and `STAGES` name are what `curate` runs, in that order."""
+    from crawler.curation import stages
+
+    called = []
+    for name in STAGES:
+        real = getattr(stages, name)
+        monkeypatch.setattr(
+            stages, name, lambda *a, _real=real, _name=name, **k: called.append(_name) or _real(*a, **k)
+        )
+
+    class Tagger:  # sees no tag anywhere
+        tags, fingerprint = ["solo", "monochrome"], "none"
+
+        def predict_files(self, paths, *, batch_size=16):
+            return np.zeros((len(paths), 2), np.float32)
+
+    result = curate(crawl.root, tmp_path / "out", small_cfg(), tagger=Tagger())
+    assert called == list(STAGES) and result.kept
+    called.clear()
+    curate(crawl.root, tmp_path / "again", small_cfg())  # no tagger: no tagging stage
+    assert called == [s for s in STAGES if s != "tagging"]

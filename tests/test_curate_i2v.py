@@ -20,8 +20,9 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from crawler.curate import curate, load_curate_config, main  # noqa: E402
-from crawler.tagger import (  # noqa: E402
+from crawler.curation import curate, load_curate_config  # noqa: E402
+from crawler.curation.cli import main  # noqa: E402
+from crawler.curation.tagger import (  # noqa: E402
     CONV_LAYERS,
     MEAN_BGR,
     CaffeModelError,
@@ -218,7 +219,7 @@ def test_eval_mode_is_deterministic_where_i2v_was_not(model_files):
     assert np.array_equal(first[0], first[1]) and np.array_equal(first, i2v.predict([rgb, rgb]))
     assert not i2v.net.training
     # What the i2v package does (dropout left on) would differ run to run: the test can tell ...
-    from crawler.tagger import preprocess
+    from crawler.curation.tagger import preprocess
 
     x = torch.from_numpy(preprocess([rgb, rgb]))
     i2v.net.train()
