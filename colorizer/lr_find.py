@@ -115,7 +115,7 @@ def lr_find(
             for group in trainer.opt_D.param_groups:
                 group["lr"] = lr * ratio_D
             numbers = trainer.train_step(trainer.to_device(next(batches)))
-            loss = float(numbers[1])
+            loss = float(numbers["train/mse"])  # the pixel error, whatever the loss terms (hinge can be < 0)
             lrs.append(lr)
             losses.append(loss)
             if not math.isfinite(loss):

@@ -13,7 +13,8 @@ config is written to `runs/<study>/best.yaml`, ready for `colorizer train --conf
 The search space (log-uniform where a factor matters more than a difference):
     optim.lr_G            log-uniform 1e-5 .. 1e-3
     optim.lr_D            log-uniform 1e-5 .. 1e-3
-    loss.reconstruction_weight  log-uniform 10 .. 300
+    loss.l1_weight        log-uniform 10 .. 300
+    loss.perceptual_weight  log-uniform 1 .. 100
     loss.adversarial      lsgan | hinge | vanilla
     model.G.base_width    the config's width x {0.5, 1, 2}
     hints.no_hint_prob    uniform 0.3 .. 0.7
@@ -39,7 +40,8 @@ def sample_overrides(trial, cfg: Config) -> list[str]:
     return [
         f"optim.lr_G={trial.suggest_float('optim.lr_G', 1e-5, 1e-3, log=True)}",
         f"optim.lr_D={trial.suggest_float('optim.lr_D', 1e-5, 1e-3, log=True)}",
-        f"loss.reconstruction_weight={trial.suggest_float('loss.reconstruction_weight', 10.0, 300.0, log=True)}",
+        f"loss.l1_weight={trial.suggest_float('loss.l1_weight', 10.0, 300.0, log=True)}",
+        f"loss.perceptual_weight={trial.suggest_float('loss.perceptual_weight', 1.0, 100.0, log=True)}",
         f"loss.adversarial={trial.suggest_categorical('loss.adversarial', ['lsgan', 'hinge', 'vanilla'])}",
         f"model.G.base_width={trial.suggest_categorical('model.G.base_width', widths)}",
         f"hints.no_hint_prob={trial.suggest_float('hints.no_hint_prob', 0.3, 0.7)}",

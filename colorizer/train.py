@@ -3,9 +3,12 @@
 Each optimizer step, as in pix2pix:
 
     fake = G(line, hints, mask)
-    D step: D(line, color) -> real, D(line, fake.detach()) -> fake; lsgan/vanilla/hinge
-    G step (D frozen): adversarial on D(line, fake) + reconstruction_weight * MSE(fake, color)
-    G_ema <- decay * G_ema + (1 - decay) * G
+    D phase: D(augment(line, color)) -> real, D(augment(line, fake.detach())) -> fake; hinge/lsgan/vanilla
+    G phase (D frozen): sum of the weighted named terms (colorizer.losses: l1, mse, perceptual, hint,
+                        adversarial on D(augment(line, fake)))
+    G_ema <- beta * G_ema + (1 - beta) * G, beta ramping up to train.ema_decay
+
+Both phases run through one update routine (`_update`: backward, gradient norm, safety clip, optimizer step).
 
 Progress is counted in optimizer steps. The data stream is a function of (seed, sample position)
 (see colorizer.data), so resume restarts the loader at `step * batch_size` without replaying data:
@@ -44,18 +47,27 @@ from colorizer.checkpoint import (
 from colorizer.config import Config, save_config, to_dict
 from colorizer.data import ColorizationDataset, make_loader, resolve_items, training_scale
 from colorizer.diagnostics import StepProbe
-from colorizer.losses import build_losses, reconstruction_loss
+from colorizer.losses import Objective
 from colorizer.models.discriminator import build_discriminator
 from colorizer.models.generator import build_generator
 from colorizer.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
-LOSS_NAMES = ("loss/G_adversarial", "loss/G_reconstruction", "loss/D_real", "loss/D_fake")
 
 
 class TrainingError(RuntimeError):
     """The run cannot go on (NaN loss, bad settings); the message says where and what to try."""
+
+
+@dataclass
+class Phase:
+    """One player's update: its name in logs ("G", "D"), module, optimizer and trainable parameters."""
+
+    name: str
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]
 
 
 @dataclass
@@ -118,6 +130,12 @@ def lr_factor(step: int, total: int, *, schedule: str, warmup: int, decay_start_
 def generator_input(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """`(B, 1+3+1, H, W)`: line art, hint colors, hint mask (the order the generator expects)."""
     return torch.cat([batch["line"], batch["hints"], batch["mask"]], dim=1)
+
+
+def ema_beta(step: int, decay: float, warmup: bool = True) -> float:
+    """The EMA's decay at optimizer step `step` (1-based): `min(decay, (1 + step) / (10 + step))` with the warm-up
+    (G_ema follows G closely early on, when G moves fast and its init is worthless), else `decay`."""
+    return min(decay, (1.0 + step) / (10.0 + step)) if warmup else decay
 
 
 @torch.no_grad()
@@ -206,7 +224,15 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
 
-        self.G = build_generator(cfg.model.G).to(self.device)
+        self.G = build_generator(cfg.model.G)
+        if cfg.model.G.encoder == "efficientnet_lite0":
+            from colorizer.pretrained import PretrainedWeightsError, load_efficientnet_lite0
+
+            try:
+                load_efficientnet_lite0(self.G.encoder)  # ImageNet features to start from (resume overwrites)
+            except PretrainedWeightsError as e:
+                raise TrainingError(str(e)) from None
+        self.G = self.G.to(self.device)
         self.D = build_discriminator(cfg.model.D).to(self.device)
         if t.init_from:
             self._init_from(t.init_from)
@@ -260,7 +286,14 @@ class Trainer:
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, factor)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, factor)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.losses = build_losses(cfg.loss)
+        from colorizer.pretrained import PretrainedWeightsError
+
+        try:
+            self.objective = Objective(cfg.loss).to(self.device)
+        except (ValueError, PretrainedWeightsError) as e:
+            raise TrainingError(str(e)) from None
+        self.phase_G = Phase("G", self.G, self.opt_G, [p for p in self.G.parameters() if p.requires_grad])
+        self.phase_D = Phase("D", self.D, self.opt_D, list(self.D.parameters()))
         self.step = 0
         self.best_metric = math.inf  # in "lower is better" units (see _score)
         self.best_step = 0
@@ -438,95 +471,79 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
 
-    def train_step(self, batch: dict[str, torch.Tensor], probe: StepProbe | None = None) -> torch.Tensor:
-        """One D and one G update. Returns the step's numbers as a device tensor (no host sync):
-        `[G_adversarial, G_reconstruction, D_real, D_fake, D_score_real, D_score_fake, grad_norm_G, grad_norm_D]`.
+    def train_step(
+        self, batch: dict[str, torch.Tensor], probe: StepProbe | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One D and one G update. Returns the step's numbers by name, as 0-d device tensors (no host sync):
+        G's terms unweighted (`loss/G_l1` ...) and weighted total (`loss/G`), D's (`loss/D_real`, `loss/D_fake`,
+        `D/score_real`, `D/score_fake`), each player's gradient norm before clipping and whether it was clipped
+        (`grad_norm/G`, `clipped/G` ...), and `train/mse`, the batch's MSE (comparable to the mean-color
+        baseline whatever the loss). With the adversarial weight at 0 (the no-GAN baseline) D is never run.
         With a `probe`, also records per-layer diagnostics of this step (see colorizer.diagnostics).
         """
-        clip = self.cfg.optim.grad_clip
         if probe is not None and not self.cfg.train.compile:  # hooks would break compiled graphs
             probe.attach()
         line, color = batch["line"], batch["color"]
         with self.autocast():
             fake = self.G_fwd(generator_input(batch))  # (B, 3, H, W)
-        if self.losses.adversarial_weight == 0:
-            return self._regression_step(fake, color, probe)
-
-        # D: real pairs up, fake pairs down; the generator is not part of this graph.
-        # One forward over real and fake pairs together (DDP allows one forward per backward); with
-        # instance/group norm or none this equals two separate calls, sample by sample.
-        self.D.requires_grad_(True)
-        with self.autocast():
-            scores = self.D_step_fwd(torch.cat([line, line]), torch.cat([color, fake.detach()]))
-        real_scores, fake_scores = scores.chunk(2)
-        d = self.losses.discriminator(real_scores, fake_scores)
-        self.opt_D.zero_grad(set_to_none=True)
-        self.scaler.scale(d.total).backward()
-        self.scaler.unscale_(self.opt_D)
+        numbers: dict[str, torch.Tensor] = {}
+        scores = None
+        if self.objective.gan:
+            # D: real pairs up, fake pairs down; the generator is not part of this graph. One forward over
+            # real and fake pairs together (DDP allows one forward per backward); with instance/group norm or
+            # none this equals two separate calls, sample by sample.
+            self.D.requires_grad_(True)
+            real_pair, fake_pair = self._augment(line, color, 0), self._augment(line, fake.detach(), 1)
+            with self.autocast():
+                all_scores = self.D_step_fwd(*(torch.cat(x) for x in zip(real_pair, fake_pair, strict=True)))
+            real_scores, fake_scores = all_scores.chunk(2)
+            d_total, d_parts = self.objective.discriminator(real_scores, fake_scores)
+            numbers |= d_parts | self._update(self.phase_D, d_total, probe)
+            if probe is not None:
+                probe.record_scores(real_scores, fake_scores)
+            # G's adversarial term: the frozen D on a (differentiable) augmentation of its output.
+            self.D.requires_grad_(False)
+            with self.autocast():
+                scores = self.D_frozen_fwd(*self._augment(line, fake, 2))
+        with self.autocast():  # the perceptual network runs in the step's precision; the terms are float32
+            g_total, g_parts = self.objective.generator(fake, batch, scores)
+        numbers |= g_parts | self._update(self.phase_G, g_total, probe)
         if probe is not None:
-            probe.record_grads("D")
-        gn_D = torch.nn.utils.clip_grad_norm_(self.D.parameters(), clip if clip > 0 else math.inf)
-        self.scaler.step(self.opt_D)
-        if probe is not None:
-            probe.record_update("D")
-
-        # G: fool the frozen D and reconstruct the target.
-        self.D.requires_grad_(False)
-        with self.autocast():
-            scores = self.D_frozen_fwd(line, fake)
-        g = self.losses.generator(scores, fake, color)
-        gn_G = self._update_G(g.total, probe)
-        if probe is not None:
-            probe.record_scores(real_scores, fake_scores)
             probe.detach()
         self.scaler.update()
         self.sched_G.step()
-        self.sched_D.step()
-        ema_update(self.G_ema, self.G, self.cfg.train.ema_decay)
-        return torch.stack(
-            [
-                g.adversarial.detach(),
-                g.reconstruction.detach(),
-                d.real.detach(),
-                d.fake.detach(),
-                real_scores.detach().float().mean(),
-                fake_scores.detach().float().mean(),
-                gn_G.detach().float(),
-                gn_D.detach().float(),
-            ]
-        )
+        if self.objective.gan:
+            self.sched_D.step()  # without D, its optimizer and schedule stay untouched
+        t = self.cfg.train
+        ema_update(self.G_ema, self.G, ema_beta(self.step + 1, t.ema_decay, t.ema_warmup))
+        numbers["train/mse"] = ((fake.detach().float() - color.float()) ** 2).mean()
+        return numbers
 
-    def _update_G(self, loss: torch.Tensor, probe: StepProbe | None) -> torch.Tensor:
-        """Backward `loss`, clip G's gradients, step G's optimizer; returns G's gradient norm (before clipping)."""
+    def _augment(self, line: torch.Tensor, color: torch.Tensor, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """DiffAugment of this rank's pairs, its random draws a function of (seed, step, `draw`) made for the
+        global batch: resume and DDP see exactly the augmentations of one uninterrupted process."""
+        g = torch.Generator()
+        g.manual_seed((self.cfg.seed & 0xFFFFFFFF) * 1_000_003 + self.step * 4 + draw)
+        b = line.shape[0]
+        return self.objective.augment(line, color, generator=g, offset=self.dist.rank * b,
+                                      total=b * self.dist.world_size)  # fmt: skip
+
+    def _update(self, phase: Phase, loss: torch.Tensor, probe: StepProbe | None) -> dict[str, torch.Tensor]:
+        """Backward `loss` into `phase`'s parameters, clip them to `optim.grad_clip` (a safety net), step its
+        optimizer. Returns its gradient norm before clipping and whether the clip fired."""
         clip = self.cfg.optim.grad_clip
-        self.opt_G.zero_grad(set_to_none=True)
+        phase.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.opt_G)
+        self.scaler.unscale_(phase.optimizer)
         if probe is not None:
-            probe.record_grads("G")
-        trainable = [p for p in self.G.parameters() if p.requires_grad]
-        gn_G = torch.nn.utils.clip_grad_norm_(trainable, clip if clip > 0 else math.inf)
-        self.scaler.step(self.opt_G)
+            probe.record_grads(phase.name)
+        norm = torch.nn.utils.clip_grad_norm_(phase.params, clip if clip > 0 else math.inf)
+        self.scaler.step(phase.optimizer)
         if probe is not None:
-            probe.record_update("G")
-        return gn_G
-
-    def _regression_step(
-        self, fake: torch.Tensor, color: torch.Tensor, probe: StepProbe | None
-    ) -> torch.Tensor:
-        """loss.adversarial_weight=0: G alone learns to reconstruct (the no-GAN baseline); D is never run,
-        so the whole step's time goes to G. D's numbers are reported as 0."""
-        reconstruction = reconstruction_loss(fake, color)
-        gn_G = self._update_G(self.losses.reconstruction_weight * reconstruction, probe)
-        if probe is not None:
-            probe.detach()
-        self.scaler.update()
-        self.sched_G.step()  # D's optimizer and schedule stay untouched
-        ema_update(self.G_ema, self.G, self.cfg.train.ema_decay)
-        zero = torch.zeros((), device=fake.device)
-        return torch.stack(
-            [zero, reconstruction.detach().float(), zero, zero, zero, zero, gn_G.detach().float(), zero]
-        )
+            probe.record_update(phase.name)
+        norm = norm.detach().float()
+        clipped = (norm > clip).float() if clip > 0 else torch.zeros_like(norm)
+        return {f"grad_norm/{phase.name}": norm, f"clipped/{phase.name}": clipped}
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -542,7 +559,7 @@ class Trainer:
         for batch in val_batches:
             fake = self.generate(batch).cpu()
             color = batch["color"].float()
-            mse.append(float(reconstruction_loss(fake, color)) * len(fake))
+            mse.append(float(torch.nn.functional.mse_loss(fake, color)) * len(fake))
             out01, target01 = (fake + 1) / 2, (color + 1) / 2
             psnr += M.psnr(out01, target01).tolist()
             ssim += M.ssim(out01, target01).tolist()
@@ -618,7 +635,7 @@ class Trainer:
         self.G.train()
         self.D.train()
         interrupted = False
-        pending: list[tuple[int, torch.Tensor]] = []  # per-step numbers, read back once per log interval
+        pending: list[tuple[int, dict[str, torch.Tensor]]] = []  # per-step numbers, read once per log interval
         last_ckpt: Path | None = None
         t_last, step_last = time.perf_counter(), self.step
         self._session_start = t_last
@@ -644,23 +661,21 @@ class Trainer:
                     )
                     at_end = self.step >= t.steps or stopping or out_of_time
                     if probe is not None:
-                        self._check_finite(numbers[None].cpu(), [self.step])
+                        names = sorted(numbers)
+                        self._check_finite(names, torch.stack([numbers[k] for k in names])[None].cpu(), [self.step])
                         tracker.log(probe.scalars(), step=self.step)
                         tracker.log_histograms(probe.histograms(), step=self.step)
                         for note in probe.warnings():
                             log.warning("step %d: %s", self.step, note)
                     if self.step % t.log_every == 0 or at_end:
-                        rows = distributed.mean(torch.stack([n for _, n in pending]), self.dist).cpu()
-                        self._check_finite(rows, [s for s, _ in pending])
+                        names = sorted(pending[-1][1])
+                        stacked = torch.stack([torch.stack([n[k] for k in names]) for _, n in pending])
+                        rows = distributed.mean(stacked, self.dist).cpu()  # (steps, names)
+                        self._check_finite(names, rows, [s for s, _ in pending])
                         now = time.perf_counter()
-                        mean = rows.mean(0).tolist()
-                        values = dict(zip(LOSS_NAMES, mean[:4], strict=True))
+                        values = dict(zip(names, rows.mean(0).tolist(), strict=True))
                         values.update(
                             {
-                                "D/score_real": mean[4],
-                                "D/score_fake": mean[5],
-                                "grad_norm/G": mean[6],
-                                "grad_norm/D": mean[7],
                                 "lr/G": lr,
                                 "throughput/images_per_s": (self.step - step_last)
                                 * cfg.data.batch_size
@@ -671,17 +686,19 @@ class Trainer:
                         if first_log:
                             values["baseline/mean_color_mse"] = baseline
                             log.info(
-                                "step %d: reconstruction MSE %.4f; predicting the mean color scores %.4f "
+                                "step %d: MSE %.4f; predicting the mean color scores %.4f "
                                 "(the model must get below that)",
-                                self.step, values["loss/G_reconstruction"], baseline,
+                                self.step, values["train/mse"], baseline,
                             )  # fmt: skip
                             first_log = False
                         tracker.log(values, step=self.step)
                         self.last_metrics.update({k: float(v) for k, v in values.items()})
+                        shown = "  ".join(
+                            f"{k.split('/', 1)[1]} {v:.4f}" for k, v in values.items() if k.startswith("loss/")
+                        )
                         log.info(
-                            "step %d/%d  G_adv %.4f  G_rec %.4f  D_real %.4f  D_fake %.4f  %.1f img/s",
-                            self.step, t.steps, *mean[:4], values["throughput/images_per_s"],
-                        )  # fmt: skip
+                            "step %d/%d  %s  %.1f img/s", self.step, t.steps, shown, values["throughput/images_per_s"]
+                        )
                         pending.clear()
                         t_last, step_last = now, self.step
                     if (self.step % t.sample_every == 0 or at_end) and self.dist.is_main:
@@ -762,12 +779,15 @@ class Trainer:
         distributed.barrier(self.dist)
         return path
 
-    def _check_finite(self, rows: torch.Tensor, steps: list[int]) -> None:
-        bad = ~torch.isfinite(rows[:, :4])
+    def _check_finite(self, names: list[str], rows: torch.Tensor, steps: list[int]) -> None:
+        """`rows (steps, names)`: a NaN or inf loss stops the run, naming the loss and the step."""
+        losses = [j for j, k in enumerate(names) if k.startswith("loss/")]
+        bad = ~torch.isfinite(rows[:, losses])
         if bad.any():
             i, j = (int(v) for v in bad.nonzero()[0])
+            j = losses[j]
             raise TrainingError(
-                f"{LOSS_NAMES[j]} is {rows[i, j].item()} at step {steps[i]}: training diverged. "
+                f"{names[j]} is {rows[i, j].item()} at step {steps[i]}: training diverged. "
                 "Nothing was saved from this point; the last checkpoint is intact. Try a lower learning rate "
                 "(optim.lr_G / optim.lr_D), optim.grad_clip, or train.amp=off"
             )

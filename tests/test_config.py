@@ -11,7 +11,7 @@ def test_defaults_without_file():
     cfg = load_config()
     assert isinstance(cfg, Config)
     assert cfg.hints.no_hint_prob == 0.5
-    assert cfg.loss.adversarial == "lsgan"
+    assert cfg.loss.adversarial == "hinge" and cfg.loss.l1_weight == 100 and cfg.model.D.spectral_norm
 
 
 @pytest.mark.parametrize("name", ["default", "cpu-demo", "cpu-tiny"])

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from colorizer.config import DiscriminatorConfig, GeneratorConfig, LossConfig
-from colorizer.losses import AdversarialLoss, GANLosses, build_losses, reconstruction_loss
+from colorizer.losses import AdversarialLoss, Objective
 from colorizer.models import (
     PatchDiscriminator,
     UNetGenerator,
@@ -420,44 +420,50 @@ def test_vanilla_values():
     assert fake.item() == pytest.approx(real.item())
 
 
-def test_reconstruction_is_mse():
-    fake = torch.tensor([1.0, -1.0, 0.5, 0.0]).reshape(1, 1, 2, 2)
-    target = torch.zeros(1, 1, 2, 2)
-    assert reconstruction_loss(fake, target).item() == pytest.approx((1 + 1 + 0.25 + 0) / 4)
-
-
 @pytest.mark.parametrize("kind", ["lsgan", "vanilla", "hinge"])
 def test_losses_are_float32_under_bf16(kind):
-    losses = GANLosses(adversarial=kind)
+    objective = Objective(LossConfig(adversarial=kind, perceptual_weight=0.0, diffaugment=""))
     scores = torch.randn(2, 1, 2, 4).bfloat16()
     fake, target = torch.rand(2, 3, 4, 6).bfloat16(), torch.rand(2, 3, 4, 6).bfloat16()
+    batch = {"color": target, "hints": torch.zeros(2, 3, 4, 6), "mask": torch.zeros(2, 1, 4, 6)}
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        d = losses.discriminator(scores, scores)
-        g = losses.generator(scores, fake, target)
-    for value in (*d, *g):
+        _, d = objective.discriminator(scores, scores)
+        _, g = objective.generator(fake, batch, scores)
+    for value in (*d.values(), *g.values()):
         assert value.dtype == torch.float32 and value.ndim == 0
     # same value as float32 inputs holding the same (bf16-rounded) numbers
     expected = AdversarialLoss(kind).g_loss(scores.float())
-    assert g.adversarial.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert g["loss/G_adversarial"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_gan_losses_weighting():
-    losses = build_losses(LossConfig(adversarial="lsgan", reconstruction_weight=10.0, adversarial_weight=0.5))
-    fake = torch.tensor([1.0, -1.0]).reshape(1, 1, 1, 2)
-    g = losses.generator(t(0.0, 0.0), fake, torch.zeros_like(fake))
-    assert g.adversarial.item() == pytest.approx(1.0)
-    assert g.reconstruction.item() == pytest.approx(1.0)
-    assert g.total.item() == pytest.approx(0.5 * 1.0 + 10.0 * 1.0)
-    d = losses.discriminator(t(0.0, 0.0), t(1.0, 1.0))
-    assert (d.real.item(), d.fake.item()) == (1.0, 1.0)
-    assert d.total.item() == pytest.approx(1.0)  # the mean of the two, as pix2pix
-    assert build_losses(LossConfig(adversarial="hinge")).adversarial.kind == "hinge"
+def test_g_objective_is_the_weighted_sum_of_named_terms():
+    cfg = LossConfig(adversarial="lsgan", l1_weight=10.0, mse_weight=2.0, perceptual_weight=0.0, hint_weight=3.0,
+                     adversarial_weight=0.5, diffaugment="")  # fmt: skip
+    objective = Objective(cfg)
+    fake = torch.tensor([1.0, -1.0]).reshape(1, 1, 1, 2).expand(1, 3, 1, 2)
+    mask = torch.tensor([1.0, 0.0]).reshape(1, 1, 1, 2)
+    hints = torch.full((1, 3, 1, 2), 0.5) * mask  # a hint of color 0.5 on the first pixel
+    batch = {"color": torch.zeros(1, 3, 1, 2), "hints": hints, "mask": mask}
+    total, parts = objective.generator(fake, batch, t(0.0, 0.0))
+    assert parts["loss/G_l1"].item() == pytest.approx(1.0)
+    assert parts["loss/G_mse"].item() == pytest.approx(1.0)
+    assert parts["loss/G_hint"].item() == pytest.approx(0.5)  # |1 - 0.5| at the hinted pixel only
+    assert parts["loss/G_adversarial"].item() == pytest.approx(1.0)
+    assert "loss/G_perceptual" not in parts  # weight 0: not computed
+    assert total.item() == pytest.approx(10 * 1 + 2 * 1 + 3 * 0.5 + 0.5 * 1) == parts["loss/G"].item()
+    real, d = objective.discriminator(t(0.0, 0.0), t(1.0, 1.0))
+    assert (d["loss/D_real"].item(), d["loss/D_fake"].item()) == (1.0, 1.0)
+    assert real.item() == pytest.approx(2.0)  # not halved: under Adam a constant factor changes nothing
+    no_hints = {**batch, "mask": torch.zeros_like(mask), "hints": torch.zeros_like(hints)}
+    assert objective.generator(fake, no_hints, t(0.0, 0.0))[1]["loss/G_hint"].item() == 0.0
 
 
 def test_bad_loss_name_and_weights():
     with pytest.raises(ValueError, match="must be one of lsgan, vanilla, hinge; got 'wgan'"):
         AdversarialLoss("wgan")
-    with pytest.raises(ValueError, match="must be one of lsgan, vanilla, hinge"):
-        GANLosses(adversarial="LSGAN")
-    with pytest.raises(ValueError, match="reconstruction_weight=-1"):
-        GANLosses(reconstruction_weight=-1)
+    with pytest.raises(ValueError, match="loss.l1_weight=-1"):
+        Objective(LossConfig(l1_weight=-1, perceptual_weight=0.0))
+    with pytest.raises(ValueError, match="reconstruction term"):
+        Objective(LossConfig(l1_weight=0.0, mse_weight=0.0, perceptual_weight=0.0))
+    with pytest.raises(ValueError, match="diffaugment: unknown 'zoom'"):
+        Objective(LossConfig(diffaugment="color,zoom", perceptual_weight=0.0))

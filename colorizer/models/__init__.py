@@ -84,10 +84,11 @@ def _refresh_spectral_norm(parametrization: nn.Module, weight: torch.Tensor) -> 
 
 # The submodules import the helpers above, so they are imported after them.
 from colorizer.models.discriminator import PatchDiscriminator, build_discriminator  # noqa: E402
-from colorizer.models.generator import UNetGenerator, build_generator  # noqa: E402
+from colorizer.models.generator import EfficientUNetGenerator, UNetGenerator, build_generator  # noqa: E402
 
 __all__ = [
     "NORMS",
+    "EfficientUNetGenerator",
     "PatchDiscriminator",
     "UNetGenerator",
     "build_discriminator",

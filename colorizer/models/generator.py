@@ -154,8 +154,101 @@ class UNetGenerator(nn.Module):
             level.requires_grad_(i >= levels)
 
 
-def build_generator(cfg: GeneratorConfig) -> UNetGenerator:
-    """The generator described by `cfg` (5 input channels, 3 output channels)."""
+class EfficientUNetGenerator(nn.Module):
+    """A U-Net whose encoder is EfficientNet-Lite0 (ImageNet-pretrained when its weights are loaded, see
+    colorizer.pretrained): `(B, 5, H, W) -> (B, 3, H, W)` in [-1, 1], H and W multiples of 32.
+
+    The line art enters through the pretrained stem as a grey RGB image; hints and mask through a small stem
+    of their own (zero at init, so the pretrained features start undisturbed) added to it. The decoder goes
+    back up through the encoder's five feature maps (strides 32 -> 2) and the input itself (stride 1), each
+    level: x2 nearest resize, concatenate the skip, 3x3 conv, norm, ReLU; a 3x3 conv and tanh at the end.
+
+    The encoder's batch norms keep their ImageNet statistics (always in eval mode): training batches of a
+    few line drawings would only make them noisy, and `train()` and `eval()` then compute the same thing.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 5,
+        out_channels: int = 3,
+        decoder_widths: tuple[int, ...] = (96, 64, 48, 32, 24),
+        norm: str = "group",
+    ):
+        from colorizer.models.efficientnet import STEM_WIDTH, TAP_WIDTHS, EfficientNetLite0
+
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
+        if len(decoder_widths) != len(TAP_WIDTHS):
+            raise ValueError(f"decoder_widths needs {len(TAP_WIDTHS)} widths (strides 16 to 1), got {decoder_widths}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.multiple = 32
+        self.encoder = EfficientNetLite0()
+        self.hint_stem = nn.Conv2d(in_channels - 1, STEM_WIDTH, 3, stride=2, padding=1, bias=False)
+        skips = list(reversed(TAP_WIDTHS[:-1])) + [in_channels]  # strides 16, 8, 4, 2, 1
+        prev = TAP_WIDTHS[-1]
+        decoder = []
+        for width, skip in zip(decoder_widths, skips, strict=True):
+            decoder.append(
+                nn.Sequential(
+                    nn.Conv2d(prev + skip, width, 3, padding=1, bias=norm == "none"),
+                    norm_layer(norm, width),
+                    nn.ReLU(),
+                )
+            )
+            prev = width
+        self.decoder = nn.ModuleList(decoder)
+        self.to_rgb = nn.Conv2d(prev, out_channels, 3, padding=1)
+        init_weights(self.decoder)
+        init_weights(self.to_rgb)
+        nn.init.zeros_(self.hint_stem.weight)
+
+    def train(self, mode: bool = True) -> EfficientUNetGenerator:
+        super().train(mode)
+        for m in self.encoder.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, 5, H, W) -> (B, 3, H, W)
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected a (B, {self.in_channels}, H, W) batch (line 1 + hint RGB 3 + mask 1), got {tuple(x.shape)}"
+            )
+        h, w = x.shape[2:]
+        if h % self.multiple or w % self.multiple:
+            raise ValueError(
+                f"H and W must be divisible by {self.multiple}, got {h}x{w}; pad the input (inference pads)"
+            )
+        line = x[:, :1]
+        stem = self.encoder.stem(line.expand(-1, 3, -1, -1)) + self.hint_stem(x[:, 1:])  # (B, 32, H/2, W/2)
+        features = self.encoder.trunk(stem)  # strides 2, 4, 8, 16, 32
+        y = features[-1]
+        for level, skip in zip(self.decoder, [*reversed(features[:-1]), x], strict=True):
+            y = nn.functional.interpolate(y, scale_factor=2.0, mode="nearest")
+            y = level(torch.cat([y, skip], dim=1))
+        return torch.tanh(self.to_rgb(y))
+
+    def freeze_encoder(self, levels: int) -> None:
+        """Stop gradients to the stem and the encoder blocks up to its `levels`-th feature map (0..5)."""
+        from colorizer.models.efficientnet import TAPS
+
+        if not 0 <= levels <= len(TAPS):
+            raise ValueError(f"levels must be in [0, {len(TAPS)}], got {levels}")
+        last = TAPS[levels - 1] if levels else -1
+        self.encoder._conv_stem.requires_grad_(levels == 0)
+        self.encoder._bn0.requires_grad_(levels == 0)
+        for i, block in enumerate(self.encoder._blocks):
+            block.requires_grad_(i > last)
+
+
+def build_generator(cfg: GeneratorConfig) -> UNetGenerator | EfficientUNetGenerator:
+    """The generator described by `cfg` (5 input channels, 3 output channels), randomly initialized (an
+    efficientnet_lite0 encoder gets its ImageNet weights from colorizer.pretrained, by the trainer)."""
+    if cfg.encoder == "efficientnet_lite0":
+        return EfficientUNetGenerator(decoder_widths=tuple(cfg.decoder_widths), norm=cfg.norm)
     return UNetGenerator(
         base_width=cfg.base_width,
         depth=cfg.depth,
