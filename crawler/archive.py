@@ -7,8 +7,8 @@ lock. Changes are buffered and written in one transaction every `commit_every_s`
 recorded after the file it describes is complete under its final name (verified, then renamed; fsynced
 first with `--fsync`), so a kill -9 loses at most the last fraction of a second of rows, and the crawl
 finds those files again on disk, hashes them and registers them (crawl.py). After a power cut without
-`--fsync`, a stored file whose size no longer matches its row is fetched again. Batching matters: sqlite3 drops the GIL on every statement, and with eight
-download threads each drop is a contended hand-over.
+`--fsync`, a stored file whose size no longer matches its row is fetched again. Batching matters: sqlite3
+drops the GIL on every statement, and with many download threads each drop is a contended hand-over.
 """
 
 from __future__ import annotations

@@ -165,9 +165,8 @@ class Crawler:
         self._md5_locks: dict[str, threading.Lock] = {}
         self._summary_lock = threading.Lock()
         # One worker at a time does the CPU and disk work of a fetched file (write, md5, image check,
-        # rename, sidecar, archive row); the network waits stay parallel. With more threads runnable
-        # than cores, every system call hands the GIL to another thread: at 8 workers and no latency
-        # that was 83 futex calls a file (strace), 34 with the gate.
+        # rename, sidecar, archive row); the network waits stay parallel. With more threads runnable than
+        # cores, every system call would hand the GIL to another thread.
         self._store_gate = threading.Lock()
 
     @contextlib.contextmanager
@@ -387,7 +386,7 @@ def crawl(
     def bar_factory(**kw) -> Any:
         if not options.progress:
             return _NoBar()
-        from tqdm import tqdm  # 30 ms of imports a run without a bar need not pay
+        from tqdm import tqdm  # imported only when a bar is shown
 
         return tqdm(file=bar_file or sys.stderr, dynamic_ncols=True, **kw)
 

@@ -17,8 +17,8 @@ with Retry-After, 5xx bursts, truncated bodies, wrong md5s, transient empty page
 an HTML page for an image, redirects, trickled bodies, answers that are not HTTP, and `wire` quirks that
 every maintained client reads (100 Continue, a doubled Content-Length, bare-LF lines, ...).
 
-Keep-alive with TCP_NODELAY and every answer in one write: without that each answer stalls about 40 ms
-on loopback (Nagle + delayed ACK) and any client looks slow.
+Keep-alive with TCP_NODELAY and every answer in one write: otherwise Nagle's algorithm and delayed ACKs
+stall each answer on loopback and any client looks slow.
 """
 
 from __future__ import annotations
