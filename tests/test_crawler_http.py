@@ -230,3 +230,17 @@ def test_every_connection_is_opened_by_urllib3(catalog, tmp_path, monkeypatch):
         text = source.read_text()
         assert "create_connection" not in text and "socket.socket(" not in text, source
         assert "import socket" not in text or source.name == "local_server.py", source  # the server accepts
+
+
+def test_a_refused_search_says_why_in_one_line(catalog, tmp_path, capsys):
+    """Danbooru answers a refused search with a status and a JSON message: the message reaches the user."""
+    with LocalBooru(catalog) as booru:
+        http = client()
+        with pytest.raises(GaveUp, match=r"HTTP 410: You cannot go beyond page 1000") as err:
+            http.get_bytes(f"{booru.url}/posts.json?tags=all&page=1001")
+        assert err.value.attempts == 1  # a 4xx is final
+        http.close()
+        code = main(["crawl", "all", "--out", str(tmp_path / "out"), "--site", "danbooru", "--base-url",
+                     f"{booru.url}/nowhere", "--rate", "0", "--no-progress"])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 1 and "listing failed: HTTP 404" in out.out and "Traceback" not in out.out + out.err
