@@ -448,6 +448,13 @@ def test_config_file_and_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="dedup.max_distance"):
         load_curate_config(bad)
     assert load_curate_config(None, ["tagger.threshold=1e-1"]).tagger.threshold == 0.1
+    # a mapping is the whole setting: no split the user left out comes back from the defaults
+    assert load_curate_config(None, ["split.shares={train: 0.9, test: 0.1}"]).split.shares == {
+        "train": 0.9,
+        "test": 0.1,
+    }
+    with pytest.raises(ConfigError, match=r"split.shares.val"):
+        load_curate_config(None, ["split.shares={val: lots}"])
 
 
 def test_bad_command_lines_exit_2_with_a_message(tmp_path, capsys):
