@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""The README's results figure: sketch | hints | output with hints | output without hints, one row a sketch.
+"""The README's results figure, one row a drawing: sketch | hints | flat | soft | flat without hints | the artist's.
 
     python scripts/readme_results.py weights/ docs/results.png LINE.png:COLOR.png ... [--dots 12]
 
 Each item is real line art and its color twin (`LINE:COLOR`), or a color drawing alone (its line art is
-extracted, as the app does). The hints are what a user paints: a few round dots (radius 4 px) of the color
-twin's color at drawn (non-white) places chosen with a fixed seed, on a transparent layer; they go through
-`Colorizer.colorize`, the same path as the app and `colorizer colorize`.
+extracted, as the app does). The hints are what a user paints: a few round dots of the artist's colors on
+colored pixels off the lines (`colorizer evaluate`'s placement), fixed seed, on a transparent layer; everything
+goes through `Colorizer.colorize` at its default settings, the same path as the app and `colorizer colorize`.
 """
 
 from __future__ import annotations
@@ -22,22 +22,8 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from colorizer.data import load_rgb  # noqa: E402
+from colorizer.evaluate import hint_dots  # noqa: E402
 from colorizer.inference import Colorizer, sketch_to_lines  # noqa: E402
-
-
-def paint_dots(color: np.ndarray, count: int, rng: np.random.Generator, radius: int = 4) -> np.ndarray:
-    """An RGBA hint layer: `count` dots of `color`'s local color on its drawn (not white, not black) pixels."""
-    h, w = color.shape[:2]
-    chroma = color.max(axis=2).astype(int) - color.min(axis=2).astype(int)
-    ys, xs = np.nonzero((color.min(axis=2) < 235) & ((chroma > 30) | (color.max(axis=2) > 60)))
-    layer = np.zeros((h, w, 4), np.uint8)
-    if len(ys) == 0:
-        return layer
-    for k in rng.choice(len(ys), size=min(count, len(ys)), replace=False):
-        y, x = int(ys[k]), int(xs[k])
-        c = color[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].reshape(-1, 3).mean(0)
-        cv2.circle(layer, (x, y), radius, (*[int(v) for v in c], 255), thickness=-1)
-    return layer
 
 
 def tile(img: np.ndarray, px: int) -> Image.Image:
@@ -55,33 +41,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("items", nargs="+", help="LINE:COLOR pairs or single color drawings")
     p.add_argument("--dots", type=int, default=12)
     p.add_argument("--tile", type=int, default=160)
-    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--size", type=int, default=384, help="longer side the drawings are brought to first (px)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     model = Colorizer.load(args.model)
     rows = []
     for k, item in enumerate(args.items):
         line_path, _, color_path = item.partition(":")
-        color = load_rgb(color_path or line_path, max_side_px=1024)
+        color = load_rgb(color_path or line_path, max_side_px=args.size)
         if color_path:
-            sketch = load_rgb(line_path, max_side_px=1024)
+            sketch = load_rgb(line_path, max_side_px=args.size)
             sketch = cv2.resize(sketch, (color.shape[1], color.shape[0]), interpolation=cv2.INTER_AREA)
         else:
             sketch = (sketch_to_lines(color, "extract") * 255).astype(np.uint8)
             sketch = np.repeat(sketch[..., None], 3, axis=2)
-        layer = paint_dots(color, args.dots, np.random.default_rng([args.seed, k]))
-        with_hints = model.colorize(Image.fromarray(sketch), Image.fromarray(layer, "RGBA"),
-                                    resolution=args.resolution, lineart="as-is")  # fmt: skip
-        without = model.colorize(Image.fromarray(sketch), resolution=args.resolution, lineart="as-is")
-        shown = sketch.copy()
+        lines = sketch_to_lines(sketch, "as-is")
+        radius = max(2, round(3 * max(color.shape[:2]) / 384))
+        layer = hint_dots(color, lines, args.dots, np.random.default_rng([args.seed, k]), radius_px=radius)
+        hints = Image.fromarray(layer, "RGBA")
+        image = Image.fromarray(sketch)
+        flat = model.colorize(image, hints, mode="flat", lineart="as-is")
+        soft = model.colorize(image, hints, mode="soft", lineart="as-is")
+        plain = model.colorize(image, mode="flat", lineart="as-is")
         alpha = layer[..., 3:4].astype(np.float32) / 255
-        shown = (shown * (1 - alpha) + layer[..., :3] * alpha).astype(np.uint8)
-        rows.append([tile(sketch, args.tile), tile(shown, args.tile), tile(np.asarray(with_hints), args.tile),
-                     tile(np.asarray(without), args.tile)])  # fmt: skip
-    labels = ["sketch", "hints", "output", "output, no hints"]
+        shown = (sketch * (1 - alpha) + layer[..., :3] * alpha).astype(np.uint8)
+        rows.append([tile(x, args.tile) for x in (sketch, shown, np.asarray(flat), np.asarray(soft),
+                                                   np.asarray(plain), color)])  # fmt: skip
+    labels = ["sketch", "hint dots", "flat (default)", "soft", "flat, no hints", "the artist's colors"]
     pad, head = 4, 18
+    cols = len(labels)
     fig = Image.new(
-        "RGB", (4 * args.tile + 5 * pad, head + len(rows) * (args.tile + pad) + pad), (255, 255, 255)
+        "RGB",
+        (cols * args.tile + (cols + 1) * pad, head + len(rows) * (args.tile + pad) + pad),
+        (255, 255, 255),
     )
     draw = ImageDraw.Draw(fig)
     for j, label in enumerate(labels):
