@@ -28,13 +28,16 @@ The handlers are plain functions (`read_sketch`, `upload_request`, `split_editor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import sys
+import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,13 +56,22 @@ REPO = Path(__file__).resolve().parent
 EXAMPLES_DIR = REPO / "examples"
 WEIGHTS_ENV = "COLORIZER_WEIGHTS_DIR"
 MODEL_FILES = ("model.safetensors", "model.json")
-MAX_FILE_SIZE = "20mb"  # gradio refuses larger uploads (HTTP 413) before any of our code runs
-MAX_FILE_BYTES = 20 * 1024 * 1024  # the same limit, checked again by `read_sketch`
+MAX_FILE_BYTES = 20 * 1024 * 1024  # sketches larger than this are refused by `read_sketch`, with a sentence
+# gradio itself refuses uploads beyond this (HTTP 413, before any of our code runs): far above our own limit, so
+# an oversized sketch reaches `read_sketch` and gets a readable refusal in the status line.
+GRADIO_MAX_FILE_SIZE = "200mb"
 BRUSH_SIZE = 12  # hints are sparse dabs of color; the automatic size covers half a face on a small sketch
 ERASER_SIZE = 24  # wider than the brush: one pass over a hint removes it
 
-# Processing resolution: the network sees the sketch with its longer side at this many px.
-RES_MIN, RES_MAX, RES_STEP, RES_DEFAULT = 256, 1024, 64, 512
+# Processing resolution: "auto" is the scale the model was trained at (model.json); the others force a longer side.
+RES_AUTO = "auto"
+RES_CHOICES = (RES_AUTO, 128, 192, 256, 384, 512, 768, 1024)
+MODES = {"Flat": "flat", "Soft": "soft"}  # label in the page -> colorizer mode
+MAX_ASPECT = 8.0  # a sketch longer than 8 times its width (or the reverse) is refused: a strip, not a drawing
+LIVE_MAX_SECONDS = (
+    1.0  # "Live" starts on when the model colors a 512 px sketch faster than this (measured at start)
+)
+LIVE_DELAY_MS = 250  # live preview waits this long after the last stroke (newer strokes replace the request)
 
 # Uploads: what `read_sketch` accepts. The pixel limit is inference's (MAX_INPUT_PIXELS) when it can be imported.
 MIN_SIDE = 8
@@ -67,8 +79,13 @@ FALLBACK_MAX_PIXELS = 64_000_000
 # Pillow tries only these: never EPS & co. (handed to Ghostscript) or any other plugin it would guess.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 EDITOR_MAX_SIDE = 2048  # the editor (WebGL) shows a copy at most this large; colorizing uses the full size
-# Requests queue: at most this many colorizations run at once (one model, shared by all visitors; a second
-# would only split the same CPU/GPU), and at most QUEUE_SIZE requests wait; more get "queue full" from gradio.
+EDITOR_HEIGHT = 560  # px: sketch and result side by side, everything needed above the fold at 1366x768
+BACKGROUNDS = ["White paper", "Hints color it"]
+# gradio's file cache: results and uploads older than an hour are deleted, checked every hour (gradio's delete_cache).
+CACHE_DIR = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+CACHE_SWEEP_S, CACHE_MAX_AGE_S = 3600, 3600
+# Requests: at most this many colorizations run at once (one model, shared by all visitors; a second would only
+# split the same CPU/GPU), and at most QUEUE_SIZE wait; more are told in the status line that the app is busy.
 COLORIZE_CONCURRENCY = 1
 QUEUE_SIZE = 16
 
@@ -86,7 +103,7 @@ HINT_COLORS = [
     "#ffffff",  # white
 ]
 
-EMPTY_EDITOR_MESSAGE = "**Upload a sketch first** (a PNG or JPEG of black lines on white, or pick an example), then press Colorize."
+EMPTY_EDITOR_MESSAGE = "**Open a sketch first** (a PNG or JPEG of black lines on white, or pick an example below), then press Colorize."
 
 HOW_TO_GET_A_MODEL = """\
 How to get a model (the folder must hold `model.safetensors` and `model.json`):
@@ -401,6 +418,11 @@ def read_sketch(path: str | os.PathLike, name: str | None = None) -> tuple[Image
             raise SketchError(
                 f"**{label} is too small**: {w}x{h} px; a sketch needs at least {MIN_SIDE} px on each side."
             )
+        if max(w, h) > MAX_ASPECT * min(w, h):
+            raise SketchError(
+                f"**{label} is a strip**, {w}x{h} px: a sketch may be at most {MAX_ASPECT:.0f} times longer than "
+                "it is wide. Crop it to the drawing and upload it again."
+            )
         notes = []
         frames = getattr(im, "n_frames", 1)
         if frames > 1:
@@ -504,64 +526,186 @@ def no_model_status(state: ModelState) -> str:
     reason = f" {state.detail}" if state.detail and state.model_dirs else ""
     return (
         f"**No model loaded**, so nothing can be colorized yet.{reason} "
-        "Train one (`colorizer train --config configs/cpu-demo.yaml`, about an hour on a CPU), export it "
+        "Train one (`colorizer train --config configs/cpu-demo.yaml`, about two hours on a CPU), export it "
         "(`colorizer export runs/<name>/checkpoints/last.pt --out weights/`) and restart the app, "
-        "or start it with `python app.py --model DIR`. The panel at the top has the details."
+        "or start it with `python app.py --model DIR`. *About this model* below has the details."
     )
+
+
+def background_choice(value: Any) -> str | None:
+    """The settings' background -> colorize's `background`: None (white paper) or "hints"."""
+    return "hints" if value == BACKGROUNDS[1] else None
+
+
+def parse_resolution(value: Any) -> int | None:
+    """The settings' resolution -> a longer side in px, or None for the model's own scale ("auto", or anything
+    unreadable). Numbers are kept within the offered range."""
+    if value is None or str(value).strip().lower().startswith(RES_AUTO):
+        return None
+    try:
+        res = int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    numbers = [r for r in RES_CHOICES if isinstance(r, int)]
+    return min(max(res, numbers[0]), numbers[-1])
+
+
+class Busy(Exception):
+    """More colorizations are waiting than the app lets wait."""
+
+
+class Gate:
+    """At most `running` colorizations at once and `waiting` more in line; beyond that, `Busy` at once (a sentence
+    in the status line, where gradio's own full queue only shows an error badge)."""
+
+    def __init__(self, running: int | None = None, waiting: int | None = None):
+        self._slots = threading.BoundedSemaphore(COLORIZE_CONCURRENCY if running is None else running)
+        self._lock = threading.Lock()
+        self.waiting = 0
+        self.max_waiting = QUEUE_SIZE if waiting is None else waiting
+
+    @contextlib.contextmanager
+    def enter(self) -> Iterator[None]:
+        with self._lock:
+            if self.waiting >= self.max_waiting:
+                raise Busy
+            self.waiting += 1
+        try:
+            self._slots.acquire()
+        finally:
+            with self._lock:
+                self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+def _save_layers(layers: Any, name: str | None, out_dir: Path) -> list[str]:
+    """The result's three PNGs (composite, flat colors, lines on transparency) in `out_dir`; their paths."""
+    stem = Path(name or "sketch").stem or "sketch"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for suffix, image in (("colored", layers.composite), ("flats", layers.colors), ("lines", layers.lines)):
+        path = out_dir / f"{stem}.{suffix}.png"
+        image.save(path, compress_level=1)  # fast: live preview writes them after every stroke
+        paths.append(str(path))
+    return paths
 
 
 def colorize_request(
     state: ModelState,
     value: dict | None,
     no_hints: bool,
-    resolution: int | float | None,
+    resolution: Any = RES_AUTO,
     sketch_ref: SketchRef | None = None,
-) -> tuple[Image.Image | None, str]:
-    """The Colorize button: (colored image or None, status Markdown). Never raises.
+    *,
+    mode: str = "Flat",
+    background: str | None = None,
+    out_dir: Path | None = None,
+    gate: Gate | None = None,
+) -> tuple[Image.Image | None, str, list[str]]:
+    """Colorize (the button and the live preview): (colored image or None, status Markdown, download paths:
+    composite, flat colors, lines; [] when nothing was made). Never raises.
 
     The sketch is the uploaded file (`sketch_ref`, read again at its full size) when there is one, else the
     editor's background (API callers who send the editor value directly); hints come from the editor's layers.
+    The status's "Colored in X s" is the server's time; the page replaces it with the time from the click.
     """
     shown, hints = split_editor(value)
     if shown is None:
-        return None, EMPTY_EDITOR_MESSAGE
+        return None, EMPTY_EDITOR_MESSAGE, []
     if not state.loaded:
-        return None, no_model_status(state)
+        return None, no_model_status(state), []
     sketch, name = shown, None
     if sketch_ref is not None:
         try:
             sketch, _ = read_sketch(sketch_ref.path, sketch_ref.name)
             name = sketch_ref.name
         except SketchError as e:
-            return None, f"{e} (Upload the sketch again.)"
+            return None, f"{e} (Open the sketch again.)", []
     if no_hints:
         hints = None
-    try:
-        res = int(min(max(int(resolution or RES_DEFAULT), RES_MIN), RES_MAX))
-    except (TypeError, ValueError, OverflowError):
-        res = RES_DEFAULT
+    res = parse_resolution(resolution)
+    color_mode = MODES.get(str(mode).strip().capitalize(), "flat")
     t0 = time.perf_counter()
     try:
-        out = state.model.colorize(sketch, hints=hints, resolution=res)
+        with (gate or Gate(1, 1)).enter():
+            layers = state.model.colorize_layers(
+                sketch, hints=hints, mode=color_mode, resolution=res, background=background or None
+            )
+    except Busy:
+        return (
+            None,
+            (
+                f"**The app is busy**: {QUEUE_SIZE} requests are already waiting for the colorizer. "
+                "Try again in a minute."
+            ),
+            [],
+        )
     except Exception as e:
         log.exception("colorize failed")
         kind = "This sketch cannot be colorized" if type(e).__name__ == "InputError" else "Colorizing failed"
         text = str(e).strip().splitlines()[0][:300] if kind.startswith("This") else _first_line(e)
-        return None, f"**{kind}**: {text}"
+        return None, f"**{kind}**: {text}", []
     seconds = time.perf_counter() - t0
-    out = out.convert("RGB")
+    out = layers.composite.convert("RGB")
     if out.size != sketch.size:  # inference keeps the size; a stand-in model might not
         from PIL import Image
 
         out = out.resize(sketch.size, Image.Resampling.LANCZOS)
+    files = []
+    if out_dir is not None:
+        try:
+            files = _save_layers(layers, name, out_dir)
+        except OSError as e:
+            log.warning("could not write the downloads: %s", e)
     w, h = sketch.size
-    s = res / max(w, h)
+    nh, nw = getattr(layers, "network_hw", (h, w))
     hint_note = "with your hints" if hints is not None else "without hints"
-    what = f"`{name}` " if name else ""
-    return out, (
-        f"Done in {seconds:.1f} s, {hint_note}: {what}{w}x{h} px, "
-        f"processed at {max(1, round(w * s))}x{max(1, round(h * s))}. Download the result with the button on it."
+    what = f"`{name}`, " if name else ""
+    look = "flat colors" if color_mode == "flat" else "soft colors"
+    return (
+        out,
+        (f"Colored in {seconds:.1f} s, {hint_note} ({look}): {what}{w}x{h} px, the network at {nw}x{nh}."),
+        files,
     )
+
+
+def model_card(state: ModelState) -> str:
+    """The "About this model" text: written for a person, from model.json's `card` (or what training recorded)."""
+    if not state.loaded:
+        return state.panel_markdown()
+    info = getattr(state.model, "info", None) or {}
+    card = info.get("card") if isinstance(info.get("card"), dict) else {}
+    parts = []
+    for key, title in (("summary", None), ("trained_on", "Trained on"), ("good_at", "Good at"),
+                       ("bad_at", "Not good at"), ("how", "How it was made")):  # fmt: skip
+        text = card.get(key)
+        if isinstance(text, str) and text.strip():
+            parts.append(f"**{title}:** {text.strip()}" if title else text.strip())
+    if not parts:
+        parts.append(describe_model(info))
+    parts.append(f"*Files: `{state.model_dir}` (model.json holds the training details).*")
+    return "\n\n".join(parts)
+
+
+def live_default(state: ModelState) -> bool:
+    """Live preview on by default when the model colors a 512 px sketch within LIVE_MAX_SECONDS here."""
+    if not state.loaded:
+        return False
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (512, 512), 255)
+    ImageDraw.Draw(img).ellipse((64, 64, 448, 448), outline=0, width=3)
+    try:
+        state.model.colorize_layers(img)  # warm-up: the first call pays for allocations
+        t0 = time.perf_counter()
+        state.model.colorize_layers(img)
+        return time.perf_counter() - t0 < LIVE_MAX_SECONDS
+    except Exception:
+        log.exception("timing the model failed")
+        return False
 
 
 # ---------------------------------------------------------------------------------------------- UI
@@ -571,123 +715,239 @@ def example_files() -> list[Path]:
     return sorted(EXAMPLES_DIR.glob("*.png"))
 
 
+SWATCH_CSS = "\n".join(
+    f"#swatch-{i} {{background: {c} !important; border: 1px solid #8a8a8a !important;}}"
+    for i, c in enumerate(HINT_COLORS)
+)
+CSS = (
+    """
+.gradio-container {padding-top: 4px !important; padding-bottom: 4px !important}
+#intro p {margin: 0 0 2px 0}
+#tools {gap: 8px}
+#tools .swatches {display: flex; flex-wrap: wrap; gap: 6px; justify-content: center}
+#tools .swatch {min-width: 26px !important; max-width: 26px; height: 26px; padding: 0 !important;
+                border-radius: 50% !important; flex: 0 0 26px !important}
+#status p {margin: 4px 0}
+"""
+    + SWATCH_CSS
+)
+# The click (or the last stroke) starts a clock in the page; when the result is in, the status line's server time
+# is replaced by the time the person actually waited.
+START_CLOCK_JS = "(...args) => { window.__colorizeT0 = performance.now(); return args; }"
+LIVE_START_JS = (
+    "async (...args) => { window.__colorizeT0 = performance.now(); "
+    f"await new Promise((r) => setTimeout(r, {LIVE_DELAY_MS})); return args; }}"
+)
+SHOW_WAIT_JS = """(status) => {
+  const t0 = window.__colorizeT0;
+  if (t0 === undefined || typeof status !== "string") return status;
+  const s = ((performance.now() - t0) / 1000).toFixed(1);
+  return status.replace(/^Colored in [0-9.]+ s/, "Colored in " + s + " s");
+}"""
+
+
 def build_app(
-    model_dirs: Path | Sequence[Path] | None, *, model_state: ModelState | None = None
+    model_dirs: Path | Sequence[Path] | None,
+    *,
+    model_state: ModelState | None = None,
+    live: bool | None = None,
 ) -> gr.Blocks:
     """The whole page; `model_dirs` as `find_models` returns them ([] or None: no model).
 
-    `model_state` replaces loading from `model_dirs` (tests pass a stand-in colorizer this way).
+    `model_state` replaces loading from `model_dirs` (tests pass a stand-in colorizer this way); `live` sets the
+    live preview's default (None: on when the model is fast enough here).
     """
     import gradio as gr
 
     state = model_state if model_state is not None else load_model(model_dirs)
+    live_on = live_default(state) if live is None else live
+    gate = Gate()
+    live_tokens: dict[str, int] = {}
+    tokens_lock = threading.Lock()
 
-    def on_upload(path, current):
-        editor_value, status, ref = upload_request(path)
-        if ref is None:  # refused: keep whatever the editor holds
+    def downloads(files: list[str]) -> list:
+        return [gr.update(value=f, interactive=True) for f in files] if files else [gr.skip()] * 3
+
+    def out_dir() -> Path:
+        return Path(tempfile.mkdtemp(prefix="colorized-", dir=CACHE_DIR))
+
+    def on_open(path, current, name=None):
+        editor_value, status, ref = upload_request(path, name)
+        if ref is None:  # refused: keep whatever the sketch area holds
             if current is not None:
-                status += f"\n\nThe editor still holds the previous sketch, `{current.name}`."
-            return gr.skip(), status, gr.skip(), None
-        return editor_value, status, ref, None
+                status += f"\n\nThe sketch area still holds the previous sketch, `{current.name}`."
+            return gr.skip(), gr.update(value=None), status, gr.skip()
+        # the sketch goes into the editor, which takes the drop zone's place
+        return gr.update(value=editor_value, visible=True), gr.update(value=None, visible=False), status, ref
 
-    def on_example(path):
-        editor_value, status, ref = upload_request(path, Path(path).name if path else None)
-        if ref is None:
-            return gr.skip(), status, gr.skip()
-        return editor_value, status, ref
+    def on_example(evt: gr.SelectData):
+        examples = example_files()
+        index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
+        if not 0 <= index < len(examples):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return on_open(str(examples[index]), None, examples[index].name)
 
-    def on_colorize(value, no_hints, resolution, ref):
-        return colorize_request(state, value, bool(no_hints), resolution, ref)
-
-    with gr.Blocks(title="Line-art colorizer") as demo:
-        gr.Markdown(
-            "# Line-art colorizer\nUpload a sketch, paint a few color hints if you like, press Colorize."
+    def on_clear():
+        return (
+            gr.update(value=None, visible=False),
+            gr.update(value=None, visible=True),
+            None,
+            EMPTY_EDITOR_MESSAGE,
         )
-        gr.Markdown(state.panel_markdown(), elem_id="model-status")
+
+    def on_colorize(value, no_hints, mode, resolution, background, ref):
+        image, status, files = colorize_request(
+            state, value, bool(no_hints), resolution, ref, mode=mode, background=background_choice(background),
+            out_dir=out_dir(), gate=gate,
+        )  # fmt: skip
+        return image if image is not None else gr.skip(), status, *downloads(files)
+
+    def on_live(value, no_hints, mode, resolution, background, ref, live_now, request: gr.Request):
+        if not live_now or value is None or value.get("background") is None:
+            return gr.skip(), gr.skip(), *([gr.skip()] * 3)
+        session = getattr(request, "session_hash", None) or "?"
+        with tokens_lock:  # the newest request of a session wins: older ones return nothing
+            token = live_tokens[session] = live_tokens.get(session, 0) + 1
+        image, status, files = colorize_request(
+            state, value, bool(no_hints), resolution, ref, mode=mode, background=background_choice(background),
+            out_dir=out_dir(), gate=gate,
+        )  # fmt: skip
+        if live_tokens.get(session) != token:
+            return gr.skip(), gr.skip(), *([gr.skip()] * 3)
+        return image if image is not None else gr.skip(), status, *downloads(files)
+
+    def set_brush(color):
+        return gr.update(
+            brush=gr.Brush(
+                colors=HINT_COLORS, default_color=color, default_size=BRUSH_SIZE, color_mode="defaults"
+            )
+        )
+
+    with gr.Blocks(title="Line-art colorizer", delete_cache=(CACHE_SWEEP_S, CACHE_MAX_AGE_S)) as demo:
+        gr.Markdown(
+            "**Line-art colorizer**: open a sketch, dab a few colors where you want them, and the result appears "
+            "on the right (press **Colorize** when *Live* is off).",
+            elem_id="intro",
+        )
         sketch_ref = gr.State(None)
-        with gr.Row():
-            with gr.Column():
-                upload = gr.File(
-                    label="Sketch: drop an image file here or click to choose one (PNG, JPEG, WebP, GIF, BMP, TIFF)",
-                    file_count="single",
-                    type="filepath",
-                    height=110,
-                    elem_id="sketch-file",
-                )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=6, min_width=360):
+                # One sketch area: a drop zone until a sketch is open, then the editor in its place.
+                drop = gr.File(
+                    label="Sketch: drop an image here, or click to choose one (PNG, JPEG, WebP, GIF, BMP, TIFF)",
+                    file_count="single", type="filepath", height=EDITOR_HEIGHT, elem_id="sketch-drop",
+                )  # fmt: skip
                 editor = gr.ImageEditor(
                     type="pil",
                     format="png",  # lossless: line art must not come back with webp's ringing
-                    sources=[],  # uploads go through `upload`, which the server checks
+                    sources=[],  # sketches come through "Open a sketch", which the server checks
                     transforms=[],  # no crop/resize: the editor's picture must stay the uploaded sketch
                     brush=gr.Brush(
                         colors=HINT_COLORS,
                         default_color=HINT_COLORS[0],
                         default_size=BRUSH_SIZE,
                         color_mode="defaults",
-                    ),
+                    ),  # fmt: skip
                     eraser=gr.Eraser(default_size=ERASER_SIZE),
                     layers=False,
-                    label="Sketch and color hints (brush: paint hints; eraser: remove them)",
-                    placeholder="Upload a sketch above, or pick an example below",
+                    label="Sketch and your color hints",
+                    placeholder="Open a sketch or pick an example further down",
                     buttons=["fullscreen"],
                     elem_id="editor",
-                    height=560,
+                    height=EDITOR_HEIGHT,
+                    visible=False,
                 )
                 with gr.Row():
-                    no_hints = gr.Checkbox(
-                        label="No hints (ignore painted colors)", value=False, elem_id="no-hints"
-                    )
-                    resolution = gr.Slider(
-                        RES_MIN,
-                        RES_MAX,
-                        value=RES_DEFAULT,
-                        step=RES_STEP,
-                        label="Processing resolution (longer side, px)",
-                        elem_id="resolution",
-                    )
-                button = gr.Button("Colorize", variant="primary", elem_id="colorize")
-            with gr.Column():
+                    opener = gr.UploadButton(
+                        "Open another sketch", file_types=["image"], file_count="single", type="filepath",
+                        size="sm", variant="secondary", elem_id="open-sketch",
+                    )  # fmt: skip
+                    no_hints = gr.Checkbox(label="Ignore my hints", value=False, elem_id="no-hints")
+            with gr.Column(scale=1, min_width=150, elem_id="tools"):
+                button = gr.Button("Colorize", variant="primary", elem_id="colorize", size="lg")
+                live = gr.Checkbox(label="Live", value=live_on, elem_id="live",
+                                   info="recolor after each stroke")  # fmt: skip
+                mode = gr.Radio(
+                    list(MODES), value="Flat", label="Colors", elem_id="mode",
+                    info="Flat: one color per area. Soft: shaded, blended.",
+                )  # fmt: skip
+                picker = gr.ColorPicker(value=HINT_COLORS[0], label="Brush color", elem_id="picker")
+                with gr.Row(elem_classes=["swatches"]):
+                    swatches = [
+                        gr.Button("", elem_id=f"swatch-{i}", elem_classes=["swatch"], size="sm", min_width=26)
+                        for i in range(len(HINT_COLORS))
+                    ]
+            with gr.Column(scale=6, min_width=360):
                 result = gr.Image(
-                    label="Result",
-                    type="pil",
-                    format="png",
-                    interactive=False,
-                    buttons=["download", "fullscreen"],
-                    elem_id="result",
-                )
-                status = gr.Markdown("", elem_id="status")
+                    label="Result", type="pil", format="png", interactive=False, buttons=["fullscreen"],
+                    elem_id="result", height=EDITOR_HEIGHT,
+                )  # fmt: skip
+                status = gr.Markdown(EMPTY_EDITOR_MESSAGE if state.loaded else no_model_status(state),
+                                     elem_id="status")  # fmt: skip
+                with gr.Row():
+                    dl_colored = gr.DownloadButton(
+                        "Colored PNG", size="sm", interactive=False, elem_id="dl-colored"
+                    )
+                    dl_flats = gr.DownloadButton(
+                        "Colors only", size="sm", interactive=False, elem_id="dl-flats"
+                    )
+                    dl_lines = gr.DownloadButton(
+                        "Lines only", size="sm", interactive=False, elem_id="dl-lines"
+                    )
         examples = example_files()
-        if examples:
-            example_input = gr.Image(type="filepath", image_mode=None, visible=False)
-            gr.Examples(
-                examples=[[str(p)] for p in examples],
-                inputs=[example_input],
-                outputs=[editor, status, sketch_ref],
-                fn=on_example,
-                run_on_click=True,
-                cache_examples=False,
-                label="Example sketches (click one to load it)",
-                examples_per_page=8,
+        gallery = gr.Gallery(
+            value=[(str(p), p.stem.replace("_", " ")) for p in examples], label="Examples: real line drawings "
+            "(click one to open it)", columns=8, height=170, allow_preview=False, object_fit="contain",
+            elem_id="examples", visible=bool(examples), interactive=False,
+        )  # fmt: skip
+        with gr.Accordion("Settings", open=False):
+            with gr.Row():
+                resolution = gr.Dropdown(
+                    choices=[("auto: the scale the model was trained at", RES_AUTO)]
+                    + [(f"{r} px", str(r)) for r in RES_CHOICES if r != RES_AUTO],
+                    value=RES_AUTO, label="Network resolution (longer side)", elem_id="resolution",
+                )  # fmt: skip
+                background = gr.Radio(
+                    BACKGROUNDS, value=BACKGROUNDS[0], label="Background (flat colors)", elem_id="background",
+                    info="white paper, or let a hint painted on the paper color it",
+                )  # fmt: skip
+        with gr.Accordion("About this model", open=False, elem_id="about"):
+            gr.Markdown(model_card(state), elem_id="model-status")
+
+        outputs = [result, status, dl_colored, dl_flats, dl_lines]
+        settings = [editor, no_hints, mode, resolution, background, sketch_ref]
+        opened = [editor, drop, status, sketch_ref]
+        live_args = dict(
+            inputs=[*settings, live], outputs=outputs, show_progress="hidden", concurrency_limit=None
+        )
+        # A new sketch (dropped, opened or an example): shown in the editor, then colored at once when Live is on.
+        new_sketch = [
+            drop.upload(on_open, inputs=[drop, sketch_ref], outputs=opened, show_progress="minimal",
+                        api_name="upload_sketch"),
+            opener.upload(on_open, inputs=[opener, sketch_ref], outputs=opened, show_progress="minimal",
+                          api_name=False),
+            gallery.select(on_example, inputs=None, outputs=opened, show_progress="minimal", api_name=False),
+        ]  # fmt: skip
+        for event in new_sketch:
+            event.then(on_live, **live_args, js=START_CLOCK_JS, api_name=False).then(
+                None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS
             )
-        upload.upload(
-            on_upload,
-            inputs=[upload, sketch_ref],
-            outputs=[editor, status, sketch_ref, upload],
-            api_name="upload_sketch",
-            show_progress="minimal",
-        )
-        # the editor itself too: a Colorize click right after must not send the cleared sketch
-        editor.clear(lambda: (None, None, ""), outputs=[editor, sketch_ref, status], api_name=False)
+        # clearing empties the editor's value too: a Colorize click right after must not send the cleared sketch
+        editor.clear(on_clear, outputs=[editor, drop, sketch_ref, status], api_name=False)
         button.click(
-            on_colorize,
-            inputs=[editor, no_hints, resolution, sketch_ref],
-            outputs=[result, status],
-            api_name="colorize",
-            show_progress="full",
-            concurrency_limit=COLORIZE_CONCURRENCY,
-            concurrency_id="colorize",
-        )
-    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)  # uploads and examples: one at a time each
+            on_colorize, inputs=settings, outputs=outputs, api_name="colorize", show_progress="full",
+            js=START_CLOCK_JS, concurrency_limit=None,
+        ).then(None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS)  # fmt: skip
+        # Live preview: each stroke (the editor's input event) and each change of a setting recolors; the page
+        # waits LIVE_DELAY_MS for more strokes and keeps only the newest request (always_last).
+        gr.on(
+            [editor.input, mode.change, no_hints.change, background.change, resolution.change, live.change],
+            on_live, **live_args, api_name=False, trigger_mode="always_last", js=LIVE_START_JS,
+        ).then(None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS)  # fmt: skip
+        picker.change(set_brush, inputs=[picker], outputs=[editor], api_name=False, show_progress="hidden")
+        for i, swatch in enumerate(swatches):
+            swatch.click(lambda c=HINT_COLORS[i]: c, outputs=[picker], api_name=False, show_progress="hidden")
+    demo.queue(default_concurrency_limit=1)  # uploads and examples: one at a time each; colorize: see Gate
     return demo
 
 
@@ -717,13 +977,25 @@ def main(argv: list[str] | None = None) -> int:
         "model: %s",
         ", ".join(map(str, model_dirs)) if model_dirs else "none (the page says how to get one)",
     )
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
     demo.launch(
         server_name=args.host,
         server_port=args.port,
         show_error=False,
-        max_file_size=MAX_FILE_SIZE,
+        max_file_size=GRADIO_MAX_FILE_SIZE,
         ssr_mode=False,
+        quiet=True,  # no "set share=True" advice: one line below says what to open
+        prevent_thread_lock=True,
+        css=CSS,
     )
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(
+        f"Line-art colorizer: open http://{host}:{args.port}/ in your browser (Ctrl-C stops it)", flush=True
+    )
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

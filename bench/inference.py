@@ -1,13 +1,15 @@
 """Benchmark: colorization latency on this machine, through `Colorizer.colorize` and through the app.
 
-    .venv/bin/python bench/inference.py                 # demo + default architectures, 512 and 1024 px, app round trip
+    .venv/bin/python bench/inference.py                 # demo + default architectures, 512 to 2048 px, app round trip
     .venv/bin/python bench/inference.py --runs 5 --no-app
 
-Models are built with random weights at the shipped configs' architectures (the latency of a trained
-model is the same): cpu-demo (base width 32, depth 6) and default (base width 64, depth 7). Each
-setting: 2 warm-up calls, then the median of `--runs` timed calls of the whole `colorize` (line art
-extraction, scaling, hints, network, overlay of the original lines). The app round trip is timed with
-gradio_client against `python app.py --model DIR` on a free port (upload, queue, colorize, download).
+Models are built with random weights at the shipped configs' architectures and scales (the latency of a
+trained model is the same): cpu-demo and default, each run at the scale its config trains at (model.json's
+`scale`, as an exported model records it), and at 512 px. Each setting: 2 warm-up calls, then `--runs` calls
+of the whole `colorize` (line art, scaling, hints, network, flats or not, overlay of the original lines) in
+each mode, the modes taking turns; the median of each, and flat's added time as the median of the paired
+differences. The app round trip is timed with gradio_client against `python app.py --model DIR` on a free
+port (upload, queue, colorize, download).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from colorizer.config import load_config  # noqa: E402
+from colorizer.data import training_scale  # noqa: E402
 from colorizer.export import save_model  # noqa: E402
 from colorizer.inference import Colorizer  # noqa: E402
 from colorizer.models.generator import build_generator  # noqa: E402
@@ -68,21 +71,27 @@ def hint_layer(size_px: int) -> Image.Image:
 
 
 def make_model(config: str, folder: Path) -> Path:
-    arch = load_config(ROOT / "configs" / f"{config}.yaml").model.G
+    cfg = load_config(ROOT / "configs" / f"{config}.yaml")
     torch.manual_seed(0)
-    return save_model(build_generator(arch).state_dict(), arch, folder / config)
+    meta = {"scale": training_scale(cfg)}
+    return save_model(build_generator(cfg.model.G).state_dict(), cfg.model.G, folder / config, meta=meta)
 
 
-def time_colorize(model: Colorizer, size_px: int, runs: int, resolution: int) -> float:
+def time_colorize(model: Colorizer, size_px: int, runs: int, resolution: int | None) -> dict[str, float]:
+    """Median seconds of `colorize` in each mode (turns), and flat's added time (median of paired differences)."""
     img, hints = sketch(size_px), hint_layer(size_px)
-    for _ in range(2):
-        model.colorize(img, hints, resolution=resolution)
-    times = []
+    for mode in ("soft", "flat"):
+        for _ in range(2):
+            model.colorize(img, hints, resolution=resolution, mode=mode)
+    times: dict[str, list[float]] = {"soft": [], "flat": []}
     for _ in range(runs):
-        t0 = time.perf_counter()
-        model.colorize(img, hints, resolution=resolution)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for mode in ("soft", "flat"):
+            t0 = time.perf_counter()
+            model.colorize(img, hints, resolution=resolution, mode=mode)
+            times[mode].append(time.perf_counter() - t0)
+    out = {mode: statistics.median(t) for mode, t in times.items()}
+    out["flat_added"] = statistics.median(f - s for f, s in zip(times["flat"], times["soft"], strict=True))
+    return out
 
 
 def free_port() -> int:
@@ -118,12 +127,13 @@ def time_app(model_dir: Path, size_px: int, runs: int) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             p = Path(tmp) / "sketch.png"
             sketch(size_px).save(p)
-            api = "/colorize"  # the Colorize button's endpoint (the editor value: sketch + hint layers)
+            api = "/colorize"  # the Colorize button's endpoint; the live preview runs the same function
             value = {"background": handle_file(str(p)), "layers": [], "composite": handle_file(str(p))}
             times = []
             for i in range(runs + 1):
                 t0 = time.perf_counter()
-                client.predict(value, True, 512, api_name=api)
+                # editor value, ignore hints, mode, resolution (the model's scale), background, no uploaded file
+                client.predict(value, True, "Flat", "auto", "White paper", None, api_name=api)
                 if i:
                     times.append(time.perf_counter() - t0)
         return statistics.median(times)
@@ -142,30 +152,41 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     header = f"# {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    lines = [header, "", "| model | input | processing resolution | median latency |", "|---|---|---|---|"]
+    lines = [
+        header,
+        "",
+        "| model | input | network at | soft | flat | flat's added time |",
+        "|---|---|---|---|---|---|",
+    ]
     print(header)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for config in ("cpu-demo", "default"):
             folder = make_model(config, Path(tmp))
             model = Colorizer.load(folder, device="cpu")
-            for size in (512, 1024):
-                for resolution in sorted({512, size}):
-                    sec = time_colorize(model, size, args.runs, resolution)
-                    results[(config, size, resolution)] = sec
-                    row = f"| {config} | {size}x{size} | {resolution} | {sec * 1000:.0f} ms |"
+            for size in (512, 1024, 2048):
+                for resolution in (None, 512):
+                    r = time_colorize(model, size, args.runs, resolution)
+                    at = f"{model.scale.side_px} (its scale)" if resolution is None else str(resolution)
+                    results[(config, size, resolution or model.scale.side_px)] = r
+                    row = (f"| {config} | {size}x{size} | {at} | {r['soft'] * 1000:.0f} ms | {r['flat'] * 1000:.0f} ms "
+                           f"| {r['flat_added'] * 1000:.0f} ms |")  # fmt: skip
                     lines.append(row)
                     print(row, flush=True)
         if not args.no_app:
             folder = make_model("cpu-demo", Path(tmp))
             sec = time_app(folder, 512, max(3, args.runs // 2))
-            row = f"| cpu-demo via the app (gradio_client round trip) | 512x512 | 512 | {sec * 1000:.0f} ms |"
+            row = f"| cpu-demo via the app (gradio_client round trip) | 512x512 | its scale | | {sec * 1000:.0f} ms | |"
             lines.append(row)
             print(row)
     out = ROOT / "bench" / "results" / "inference.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
-    print(json.dumps({f"{k[0]}-{k[1]}-{k[2]}": round(v * 1000) for k, v in results.items()}))
+    print(
+        json.dumps(
+            {f"{k[0]}-{k[1]}-{k[2]}": {m: round(v * 1000) for m, v in r.items()} for k, r in results.items()}
+        )
+    )
     return 0
 
 

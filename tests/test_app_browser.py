@@ -7,7 +7,6 @@ import json
 import struct
 import threading
 import time
-import urllib.request
 import zlib
 from pathlib import Path
 
@@ -27,8 +26,21 @@ from tests.browser import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLE = REPO / "examples" / "girl_portrait.png"
-CAT = REPO / "examples" / "cat_landscape.png"  # 512x384
+EXAMPLE = REPO / "examples" / "anime_girl_sylvie.png"  # 456x700, a real drawing's line art
+
+
+@pytest.fixture(scope="module")
+def cat(tmp_path_factory) -> Path:
+    """A 512x384 sketch: closed shapes, black on white."""
+    path = tmp_path_factory.mktemp("sketches") / "cat_landscape.png"
+    img = Image.new("L", (512, 384), 255)
+    d = ImageDraw.Draw(img)
+    d.ellipse((140, 90, 380, 330), outline=0, width=4)
+    d.polygon([(160, 130), (180, 40), (240, 100)], outline=0, width=4)
+    d.polygon([(280, 100), (340, 40), (360, 130)], outline=0, width=4)
+    d.rectangle((20, 300, 492, 370), outline=0, width=3)
+    img.save(path)
+    return path
 
 
 def _editor_value(sketch: Image.Image | None, hint_box: tuple[int, int, int, int] | None = None) -> dict:
@@ -42,20 +54,34 @@ def _editor_value(sketch: Image.Image | None, hint_box: tuple[int, int, int, int
     return {"background": bg, "layers": [layer], "composite": Image.alpha_composite(bg, layer)}
 
 
+class FakeLayers:
+    def __init__(self, composite: Image.Image, network_hw: tuple[int, int]):
+        self.composite = composite
+        self.colors = composite
+        lines = np.zeros((composite.height, composite.width, 4), np.uint8)
+        lines[..., 3] = 255 - np.asarray(composite.convert("L"))
+        self.lines = Image.fromarray(lines, "RGBA")
+        self.network_hw = network_hw
+
+
 class FakeColorizer:
     """Stands in for colorizer.inference.Colorizer: paints the hints over the sketch, records what it got."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[tuple[int, int], tuple[int, int] | None, int | None]] = []
+        self.calls: list[tuple] = []
 
-    def colorize(
-        self, sketch: Image.Image, hints: Image.Image | None = None, *, resolution=None
-    ) -> Image.Image:
-        self.calls.append((sketch.size, hints.size if hints is not None else None, resolution))
+    def colorize_layers(
+        self, sketch, hints=None, *, mode="flat", resolution=None, background=None
+    ) -> FakeLayers:
+        self.calls.append(
+            (sketch.size, hints.size if hints is not None else None, resolution, mode, background)
+        )
         out = sketch.convert("RGBA")
         if hints is not None:
             out = Image.alpha_composite(out, hints.resize(out.size, Image.Resampling.NEAREST))
-        return out.convert("RGB")
+        side = resolution or 128
+        s = side / max(sketch.size)
+        return FakeLayers(out.convert("RGB"), (round(sketch.height * s), round(sketch.width * s)))
 
 
 def _loaded(model) -> app.ModelState:
@@ -80,8 +106,9 @@ def bilevel_png(path: Path, width: int, height: int) -> Path:
     return path
 
 
-def bad_file(folder: Path, kind: str) -> Path:
-    """One of the uploads a user may try: not an image, truncated, enormous, tiny, empty, PostScript, too many bytes."""
+def bad_file(folder: Path, kind: str, cat: Path | None = None) -> Path:
+    """One of the uploads a user may try: not an image, truncated, enormous, tiny, empty, PostScript, too many bytes,
+    a strip."""
     folder.mkdir(parents=True, exist_ok=True)
     if kind == "html":
         path = folder / "sketch.png"
@@ -89,7 +116,7 @@ def bad_file(folder: Path, kind: str) -> Path:
     elif kind.startswith("truncated_"):
         ext = kind.split("_")[1]
         buf = io.BytesIO()
-        Image.open(CAT).convert("RGB").save(buf, {"png": "PNG", "jpg": "JPEG"}[ext])
+        Image.open(EXAMPLE).convert("RGB").save(buf, {"png": "PNG", "jpg": "JPEG"}[ext])
         path = folder / f"truncated.{ext}"
         path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     elif kind == "huge":
@@ -110,6 +137,9 @@ def bad_file(folder: Path, kind: str) -> Path:
     elif kind == "many_bytes":
         path = folder / "noise.png"
         path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(app.MAX_FILE_BYTES))
+    elif kind == "strip":
+        path = folder / "strip.png"
+        Image.new("L", (10000, 100), 255).save(path)
     else:
         raise ValueError(kind)
     return path
@@ -135,6 +165,7 @@ EXPECTED = {  # what the status line says about each bad file
     "empty": "is empty",
     "eps": "is not an image this app can read",
     "many_bytes": "the limit is 20 MB",
+    "strip": "is a strip**, 10000x100 px",
 }
 
 
@@ -147,49 +178,78 @@ def test_handlers_without_browser(tmp_path):
     assert "No model loaded" in none.panel_markdown()
     assert "colorizer train --config configs/cpu-demo.yaml" in none.panel_markdown()
 
-    # Nothing uploaded: the editor's empty value and a plain None both ask for a sketch, even with a model.
+    # Nothing opened: the editor's empty value and a plain None both ask for a sketch, even with a model.
     for state in (none, _loaded(FakeColorizer())):
         for empty in (None, _editor_value(None)):
-            image, status = app.colorize_request(state, empty, False, 512)
-            assert image is None and "Upload a sketch first" in status
+            image, status, files = app.colorize_request(state, empty, False)
+            assert image is None and files == [] and "Open a sketch first" in status
 
     # A sketch but no model: says so and how to get one, no exception.
     value, status, ref = app.upload_request(str(EXAMPLE))
-    assert ref is not None and "Loaded `girl_portrait.png` (384x512 px)" in status
-    image, status = app.colorize_request(none, value, False, 512, ref)
+    assert ref is not None and "Loaded `anime_girl_sylvie.png` (456x700 px)" in status
+    image, status, _ = app.colorize_request(none, value, False, app.RES_AUTO, ref)
     assert image is None
     assert "No model loaded" in status
     assert "colorizer train" in status and "colorizer export" in status and "--model" in status
 
 
-def test_colorize_request_passes_the_full_sketch_resolution_and_hints():
+def test_colorize_request_passes_sketch_hints_mode_and_settings(cat, tmp_path):
     model = FakeColorizer()
     state = _loaded(model)
-    sketch = Image.open(CAT)  # 512x384
+    sketch = Image.open(cat)  # 512x384
     value = _editor_value(sketch, hint_box=(100, 100, 120, 120))
 
-    image, status = app.colorize_request(state, value, False, 256)
-    assert model.calls[-1] == ((512, 384), (512, 384), 256)  # full size; inference scales to the resolution
+    image, status, files = app.colorize_request(state, value, False, out_dir=tmp_path / "a")
+    assert model.calls[-1] == ((512, 384), (512, 384), None, "flat", None)  # full size, the model's own scale
     assert image is not None and image.size == sketch.size
-    assert "with your hints" in status and "processed at 256x192" in status
+    assert status.startswith("Colored in ") and "with your hints (flat colors)" in status
+    assert "the network at 128x96" in status
     r, g, _ = image.getpixel((110, 110))
     assert r > 150 and g < 120  # the red hint came through
+    # three downloads: the result, its colors, its lines on transparency; PNGs of the sketch's size
+    assert [Path(f).name for f in files] == ["sketch.colored.png", "sketch.flats.png", "sketch.lines.png"]
+    for f in files:
+        assert Image.open(f).format == "PNG" and Image.open(f).size == (512, 384)
+    assert Image.open(files[2]).mode == "RGBA"
 
-    image, status = app.colorize_request(state, value, True, 1024)
-    assert model.calls[-1] == ((512, 384), None, 1024)  # "no hints" drops them
-    assert "without hints" in status
+    image, status, _ = app.colorize_request(state, value, True, "512", mode="Soft", background="hints")
+    assert model.calls[-1] == ((512, 384), None, 512, "soft", "hints")  # "ignore my hints" drops them
+    assert "without hints (soft colors)" in status
 
-    app.colorize_request(state, _editor_value(sketch), False, 512)  # an empty hint layer counts as no hints
-    assert model.calls[-1] == ((512, 384), None, 512)
-
-    for odd, expected in (
-        (5000, app.RES_MAX),
-        (1, app.RES_MIN),
-        (None, app.RES_DEFAULT),
-        ("x", app.RES_DEFAULT),
-    ):
-        app.colorize_request(state, value, False, odd)  # the slider's range, whatever an API caller sends
+    app.colorize_request(state, _editor_value(sketch), False)  # an empty hint layer counts as no hints
+    assert model.calls[-1][1] is None
+    for odd, expected in ((5000, 1024), (1, 128), (None, None), ("x", None), ("auto", None), (256.0, 256)):
+        app.colorize_request(state, value, False, odd)  # whatever an API caller sends
         assert model.calls[-1][2] == expected
+    assert app.background_choice(app.BACKGROUNDS[1]) == "hints" and app.background_choice("x") is None
+
+
+def test_a_full_line_gets_a_sentence_not_a_wait():
+    """The gate lets one colorization run and a few wait; one more is told the app is busy."""
+    gate = app.Gate(running=1, waiting=1)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold():
+        with gate.enter():
+            inside.set()
+            release.wait(10)
+
+    first = threading.Thread(target=hold)
+    first.start()
+    assert inside.wait(10)
+    second = threading.Thread(target=lambda: gate.enter().__enter__())  # waits for the slot
+    second.start()
+    deadline = time.time() + 10
+    while gate.waiting < 1 and time.time() < deadline:
+        time.sleep(0.01)
+    state = _loaded(FakeColorizer())
+    image, status, files = app.colorize_request(
+        state, _editor_value(Image.new("L", (64, 64), 255)), False, gate=gate
+    )
+    assert image is None and files == [] and "The app is busy" in status and "Try again" in status
+    release.set()
+    first.join(10)
+    second.join(10)
 
 
 def test_large_sketch_is_shown_small_and_colorized_at_full_size(tmp_path):
@@ -205,14 +265,14 @@ def test_large_sketch_is_shown_small_and_colorized_at_full_size(tmp_path):
     # The editor hands back hints at its own size; the model gets the full-size sketch and those hints.
     model = FakeColorizer()
     shown = _editor_value(value["background"], hint_box=(1000, 400, 1040, 440))
-    image, status = app.colorize_request(_loaded(model), shown, False, 512, ref)
-    assert model.calls[-1] == ((2400, 1000), (2048, 853), 512)
+    image, status, _ = app.colorize_request(_loaded(model), shown, False, "512", ref)
+    assert model.calls[-1][:3] == ((2400, 1000), (2048, 853), 512)
     assert image.size == (2400, 1000)
-    assert "`big.png` 2400x1000 px, processed at 512x213" in status
+    assert "`big.png`, 2400x1000 px, the network at 512x213" in status
 
     path.unlink()  # the uploaded file is gone (a cleaned cache): a message, not an exception
-    image, status = app.colorize_request(_loaded(model), shown, False, 512, ref)
-    assert image is None and "could not be read" in status and "Upload the sketch again" in status
+    image, status, _ = app.colorize_request(_loaded(model), shown, False, "512", ref)
+    assert image is None and "could not be read" in status and "Open the sketch again" in status
 
 
 @pytest.mark.parametrize("kind", sorted(EXPECTED))
@@ -327,37 +387,74 @@ def test_model_panel_says_how_the_model_was_trained(tmp_path):
     assert "5 steps" in app.describe_model({"step": 5})
 
 
-def test_real_tiny_model_through_the_handlers(tmp_path):
+def test_about_this_model_is_written_for_a_person(tmp_path):
+    card = {"summary": "A small demo model.", "trained_on": "6,000 public-domain drawings", "good_at": "flat icons",
+            "bad_at": "anime faces", "how": "120 CPU minutes"}  # fmt: skip
+    state = app.load_model(make_tiny_model(tmp_path / "m", meta={"card": card}))
+    text = app.model_card(state)
+    for part in ("A small demo model.", "**Trained on:** 6,000", "**Good at:** flat icons", "**Not good at:** anime",
+                 "**How it was made:** 120 CPU minutes"):  # fmt: skip
+        assert part in text, text
+    assert "discriminator" not in text and "loss" not in text  # internals stay in model.json
+    plain = app.model_card(app.load_model(make_tiny_model(tmp_path / "n")))  # no card: what training recorded
+    assert "1,234 steps" in plain
+    assert "How to get a model" in app.model_card(app.load_model(None))
+
+
+def test_real_tiny_model_through_the_handlers(cat, tmp_path):
     state = app.load_model(make_tiny_model(tmp_path / "m"))
-    value, _, ref = app.upload_request(str(CAT))
+    value, _, ref = app.upload_request(str(cat))
     painted = _editor_value(value["background"], hint_box=(200, 150, 230, 170))
-    image, status = app.colorize_request(state, painted, False, 256, ref)
+    image, status, files = app.colorize_request(state, painted, False, "256", ref, out_dir=tmp_path / "out")
     assert image is not None and image.size == (512, 384), status
-    assert "Done in" in status and "with your hints" in status
-    plain, _ = app.colorize_request(state, painted, True, 256, ref)
+    assert status.startswith("Colored in") and "with your hints" in status
+    assert len(files) == 3 and all(Image.open(f).size == (512, 384) for f in files)
+    plain, _, _ = app.colorize_request(state, painted, True, "256", ref)
     assert np.abs(np.asarray(image, np.int16) - np.asarray(plain, np.int16)).mean() > 0.5
 
-    image, status = app.colorize_request(state, _editor_value(Image.new("RGB", (4, 4), "white")), False, 256)
+    image, status, _ = app.colorize_request(state, _editor_value(Image.new("RGB", (4, 4), "white")), False)
     assert image is None and "This sketch cannot be colorized" in status and "at least 8 px" in status
 
 
 # ------------------------------------------------------------------------------------ through the browser
 
-
-def _upload(page, path: Path) -> None:
-    page.locator("#sketch-file input[type=file]").set_input_files(str(path))
+VIEWPORT = {"width": 1366, "height": 768}  # a laptop: everything needed must fit without scrolling
 
 
-def _paint_stroke(page, tool: str = "Brush") -> None:
-    """One horizontal stroke across the middle of the editor with `tool` ("Brush" or "Erase")."""
+def _open_file(page, path: Path) -> None:
+    """Open a sketch: the drop zone while the sketch area is empty, else "Open another sketch"."""
+    drop = page.locator("#sketch-drop input[type=file]")
+    if page.locator("#sketch-drop").is_visible():
+        drop.set_input_files(str(path))
+    else:
+        page.locator("input[data-testid='Open another sketch-upload-button']").set_input_files(str(path))
+
+
+def _paint_stroke(page, tool: str = "Brush", at: tuple[float, float] = (0.45, 0.5)) -> None:
+    """One short stroke in the editor with `tool` ("Brush" or "Erase"), at a share of the canvas."""
     page.locator("#editor").get_by_role("button", name=tool, exact=True).click()
     box = page.locator("#editor canvas").first.bounding_box()
     assert box is not None
-    x, y = box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5
+    x, y = box["x"] + box["width"] * at[0], box["y"] + box["height"] * at[1]
     page.mouse.move(x, y)
     page.mouse.down()
-    page.mouse.move(x + box["width"] * 0.1, y + 5, steps=8)
+    page.mouse.move(x + box["width"] * 0.08, y + 4, steps=8)
     page.mouse.up()
+
+
+def _in_view(page, selector: str) -> None:
+    """The element is entirely inside the 1366x768 viewport, without scrolling."""
+    box = page.locator(selector).first.bounding_box()
+    assert box is not None, f"{selector} is not shown"
+    assert box["y"] >= 0 and box["y"] + box["height"] <= VIEWPORT["height"], (selector, box)
+    assert box["x"] >= 0 and box["x"] + box["width"] <= VIEWPORT["width"], (selector, box)
+
+
+def _launch(demo) -> int:
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_error=False,
+                ssr_mode=False, quiet=True, max_file_size=app.GRADIO_MAX_FILE_SIZE, css=app.CSS)  # fmt: skip
+    return port
 
 
 @pytest.mark.slow
@@ -368,6 +465,31 @@ def test_app_with_missing_model_folder_still_starts():
     assert "/nonexistent" in config
     assert "colorizer train --config configs/cpu-demo.yaml" in config
     assert "Traceback" not in config
+
+
+@pytest.mark.slow
+def test_the_console_says_where_to_open_the_app_and_nothing_about_sharing(tmp_path):
+    import subprocess
+    import sys
+
+    port = free_port()
+    env = {**__import__("os").environ, "GRADIO_ANALYTICS_ENABLED": "False", app.WEIGHTS_ENV: str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        lines = []
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "open http" in line:
+                break
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    text = "".join(lines) + out
+    assert f"open http://127.0.0.1:{port}/ in your browser" in text, text
+    assert "share=True" not in text and "public link" not in text
 
 
 @pytest.mark.slow
@@ -383,27 +505,22 @@ def test_page_without_model_says_how_to_get_one(tmp_path, artifacts_dir):
     ):
         browser = launch_chromium(p)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page = browser.new_page(viewport=VIEWPORT)
             open_page(page, url)
+            status = page.locator("#status")
+            expect(status).to_contain_text("No model loaded")
+            page.get_by_text("About this model").click()
             panel = page.locator("#model-status")
-            expect(panel).to_contain_text("No model loaded")
             expect(panel.get_by_text("colorizer train --config configs/cpu-demo.yaml")).to_be_visible()
             expect(panel.get_by_text("colorizer export", exact=False)).to_be_visible()
 
-            # Colorize with an empty editor: asks for a sketch.
+            _open_file(page, EXAMPLE)
+            expect(status).to_contain_text("Loaded anime_girl_sylvie.png (456x700 px)", timeout=30_000)
             page.click("#colorize")
-            expect(page.locator("#status")).to_contain_text("Upload a sketch first", timeout=30_000)
-
-            _upload(page, EXAMPLE)
-            expect(page.locator("#status")).to_contain_text(
-                "Loaded girl_portrait.png (384x512 px)", timeout=30_000
-            )
-            page.click("#colorize")
-            status = page.locator("#status")
             expect(status).to_contain_text("No model loaded", timeout=30_000)
             expect(status).to_contain_text("colorizer train")
             assert_no_gradio_error(page)
-            page.screenshot(path=str(artifacts_dir / "app-no-model.png"), full_page=True)
+            page.screenshot(path=str(artifacts_dir / "app-no-model.png"))
         finally:
             browser.close()
 
@@ -411,65 +528,68 @@ def test_page_without_model_says_how_to_get_one(tmp_path, artifacts_dir):
 @pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio's own pandas deprecations
-def test_page_with_a_stand_in_model_passes_sketch_and_hints(artifacts_dir):
-    """The whole UI wiring with a fake colorizer: example -> editor, a brush stroke -> hints, result shown."""
+def test_stand_in_model_gets_the_sketch_hints_and_settings(artifacts_dir):
+    """The whole UI wiring with a fake colorizer: an example opens in the editor, a swatch sets the brush, a stroke
+    recolors by itself (Live), the mode, the hints switch and the resolution reach the model."""
     from playwright.sync_api import expect, sync_playwright
 
     model = FakeColorizer()
-    demo = app.build_app(None, model_state=_loaded(model))
-    port = free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        show_error=False,
-        ssr_mode=False,
-        quiet=True,
-        max_file_size=app.MAX_FILE_SIZE,
-    )
+    demo = app.build_app(None, model_state=_loaded(model), live=True)
+    port = _launch(demo)
     try:
         with sync_playwright() as p:
             browser = launch_chromium(p)
             try:
-                page = browser.new_page(viewport={"width": 1280, "height": 1100})
+                page = browser.new_page(viewport=VIEWPORT)
                 open_page(page, f"http://127.0.0.1:{port}/")
-                expect(page.locator("#model-status")).to_contain_text("Model loaded")
+                status = page.locator("#status")
+                expect(
+                    page.locator("#sketch-drop")
+                ).to_be_visible()  # one sketch area: the drop zone, for now
+                expect(page.locator("#editor")).to_be_hidden()
 
-                # Load an example through gr.Examples (the cat is 512x384), then paint one stroke.
-                page.locator("img[src*='cat_landscape']").first.click()
-                expect(page.locator("#status")).to_contain_text(
-                    "Loaded cat_landscape.png (512x384 px)", timeout=30_000
-                )
+                # An example (the teacher, 340x261) opens in the editor, which takes the drop zone's place;
+                # Live colors it at once.
+                page.locator("#examples img[src*='teacher']").first.click()
+                expect(status).to_contain_text("without hints", timeout=30_000)
+                expect(page.locator("#editor")).to_be_visible()
+                expect(page.locator("#sketch-drop")).to_be_hidden()
+                assert model.calls[-1] == ((340, 261), None, None, "flat", None)
+
+                # The green swatch, then one stroke: a new result with no click.
+                page.locator("#swatch-4").click()
+                expect(page.locator("#picker input")).to_have_value("#2f9e44", timeout=10_000)
+                n = len(model.calls)
                 _paint_stroke(page)
+                expect(status).to_contain_text("with your hints", timeout=60_000)
+                assert len(model.calls) > n and model.calls[-1][1] == (340, 261)
+                hint_pixels = np.asarray(Image.open(io.BytesIO(page.locator("#result img").screenshot())))
+                assert (np.abs(hint_pixels[..., :3].astype(int) - (47, 158, 68)).max(axis=2) < 40).any()
 
-                page.click("#colorize")
-                expect(page.locator("#status")).to_contain_text("with your hints", timeout=30_000)
-                expect(page.locator("#result img")).to_be_visible()
-                assert model.calls == [((512, 384), (512, 384), app.RES_DEFAULT)]
-
-                # The eraser (wider than the brush) over the same stroke removes the hint again.
-                _paint_stroke(page, "Erase")
-                page.click("#colorize")
-                expect(page.locator("#status")).to_contain_text("without hints", timeout=30_000)
-                assert model.calls[-1] == ((512, 384), None, app.RES_DEFAULT)
-
-                # Paint again.
-                _paint_stroke(page)
-                page.click("#colorize")
-                expect(page.locator("#status")).to_contain_text("with your hints", timeout=30_000)
-                assert model.calls[-1] == ((512, 384), (512, 384), app.RES_DEFAULT)
-
-                # "No hints" drops the painted hints; the resolution control reaches the model.
+                # Soft mode, hints ignored, another resolution: each reaches the model.
+                page.locator("#mode").get_by_text("Soft").click()
+                expect(status).to_contain_text("(soft colors)", timeout=30_000)
                 page.locator("#no-hints input[type=checkbox]").check()
-                number = page.locator("#resolution input[type=number]")
-                number.fill("256")
-                number.press("Enter")
+                expect(status).to_contain_text("without hints (soft colors)", timeout=30_000)
+                assert model.calls[-1][1:4] == (None, None, "soft")
+                page.get_by_text("Settings").click()
+                page.locator("#resolution input").click()
+                page.get_by_role("option", name="256 px").click()
+                expect(status).to_contain_text("the network at 256x197", timeout=30_000)
+                assert model.calls[-1][2] == 256
+
+                # Live off: a stroke does nothing until Colorize is pressed.
+                page.locator("#live input[type=checkbox]").uncheck()
+                page.locator("#no-hints input[type=checkbox]").uncheck()
+                time.sleep(1.5)
+                n = len(model.calls)
+                _paint_stroke(page, at=(0.3, 0.3))
+                time.sleep(3)
+                assert len(model.calls) == n
                 page.click("#colorize")
-                expect(page.locator("#status")).to_contain_text("without hints", timeout=30_000)
-                expect(page.locator("#status")).to_contain_text("processed at 256x192")
-                assert model.calls[-1] == ((512, 384), None, 256)
+                expect(status).to_contain_text("with your hints (soft colors)", timeout=30_000)
+                assert len(model.calls) == n + 1
                 assert_no_gradio_error(page)
-                page.screenshot(path=str(artifacts_dir / "app-stand-in-model.png"), full_page=True)
             finally:
                 browser.close()
     finally:
@@ -486,13 +606,13 @@ class SlowColorizer(FakeColorizer):
         self.most_at_once = 0
         self.lock = threading.Lock()
 
-    def colorize(self, sketch, hints=None, *, resolution=None):
+    def colorize_layers(self, sketch, hints=None, **kwargs):
         with self.lock:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
         try:
             time.sleep(self.seconds)
-            return super().colorize(sketch, hints, resolution=resolution)
+            return super().colorize_layers(sketch, hints, **kwargs)
         finally:
             with self.lock:
                 self.running -= 1
@@ -500,30 +620,32 @@ class SlowColorizer(FakeColorizer):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:::gradio.queueing")
-def test_colorize_requests_queue_one_at_a_time(tmp_path):
-    """Several visitors press Colorize at once: all are served, never more than COLORIZE_CONCURRENCY together."""
+def test_colorize_requests_run_one_at_a_time_and_a_full_line_is_told(cat, monkeypatch):
+    """Visitors press Colorize at once: one runs at a time, QUEUE_SIZE wait and are served, the rest read that
+    the app is busy (a sentence in the status line, not gradio's error badge)."""
     from gradio_client import Client, handle_file
 
-    model = SlowColorizer(seconds=0.4)
-    demo = app.build_app(None, model_state=_loaded(model))
-    assert demo._queue.max_size == app.QUEUE_SIZE
-    port = free_port()
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_error=False, quiet=True
-    )
+    monkeypatch.setattr(app, "QUEUE_SIZE", 2)
+    model = SlowColorizer(seconds=1.0)
+    demo = app.build_app(None, model_state=_loaded(model), live=False)
+    port = _launch(demo)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        sketch = handle_file(str(CAT))
+        sketch = handle_file(str(cat))
         value = {"background": sketch, "layers": [], "composite": sketch}
-        jobs = [client.submit(value, False, 256, api_name="/colorize") for _ in range(4)]
+        jobs = [client.submit(value, False, "Flat", "auto", "White paper", None, api_name="/colorize")
+                for _ in range(5)]  # fmt: skip
         results = [job.result(timeout=60) for job in jobs]
     finally:
         demo.close()
-    assert len(model.calls) == 4
-    assert model.most_at_once == app.COLORIZE_CONCURRENCY == 1
-    for image_path, status in results:
-        assert "Done in" in status, status
-        assert Image.open(image_path).size == (512, 384)
+    statuses = [r[1] for r in results]
+    done = [s for s in statuses if s.startswith("Colored in")]
+    busy = [s for s in statuses if "The app is busy" in s]
+    assert len(done) == 3 and len(busy) == 2, statuses  # 1 running + 2 waiting; 2 told
+    assert model.most_at_once == app.COLORIZE_CONCURRENCY == 1 and len(model.calls) == 3
+    for image_path, status, *_ in results:
+        if status.startswith("Colored in"):
+            assert Image.open(image_path).size == (512, 384)
 
 
 @pytest.fixture(scope="module")
@@ -534,109 +656,88 @@ def tiny_app(tmp_path_factory):
         yield url, model_dir
 
 
-def _fetch_image(url: str) -> Image.Image:
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return Image.open(io.BytesIO(r.read())).convert("RGB")
-
-
 @pytest.mark.slow
 @pytest.mark.browser
-def test_colorize_with_a_tiny_model_in_the_browser(tiny_app, artifacts_dir):
-    """Upload a sketch, paint a stroke, Colorize: the result is an image of the sketch's size, colored."""
+def test_everything_needed_fits_a_laptop_screen_and_layers_download(tiny_app, cat, artifacts_dir):
+    """At 1366x768: the sketch, the palette, Colorize and the result without scrolling; the three downloads are
+    PNGs of the sketch's size (colors, lines on transparency, the composite)."""
     from playwright.sync_api import expect, sync_playwright
 
     url, _ = tiny_app
     with sync_playwright() as p:
         browser = launch_chromium(p)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1100}, accept_downloads=True)
+            page = browser.new_page(viewport=VIEWPORT, accept_downloads=True)
             open_page(page, url)
-            panel = page.locator("#model-status")
-            expect(panel).to_contain_text("Model loaded: tiny-test-0")
-            expect(panel).to_contain_text("1,234 steps")
-            expect(panel).to_contain_text("9,872 images seen")
+            _open_file(page, cat)
+            status = page.locator("#status")
+            expect(status).to_contain_text(
+                "Colored in", timeout=60_000
+            )  # Live: colored as soon as it is open
+            for selector in ("#editor canvas", "#picker", "#swatch-0", "#swatch-10", "#colorize", "#result img",
+                             "#status", "#mode", "#live"):  # fmt: skip
+                _in_view(page, selector)
+            white = page.locator("#swatch-10").evaluate("e => getComputedStyle(e).borderColor")
+            assert white not in ("rgb(255, 255, 255)", "rgba(0, 0, 0, 0)"), (
+                white
+            )  # the white swatch is visible
+            expect(page.locator("#about")).to_be_visible()
+            assert page.locator("#model-status").is_hidden()  # the model card waits in a closed accordion
 
-            _upload(page, CAT)
-            expect(page.locator("#status")).to_contain_text(
-                "Loaded cat_landscape.png (512x384 px)", timeout=30_000
-            )
-            _paint_stroke(page)
-            page.click("#colorize")
-            expect(page.locator("#status")).to_contain_text("Done in", timeout=60_000)
-            expect(page.locator("#status")).to_contain_text("with your hints")
-            result = page.locator("#result img")
-            expect(result).to_be_visible()
-
-            src = result.get_attribute("src")
-            assert src, "the result has no image source"
-            out = _fetch_image(src if src.startswith("http") else url.rstrip("/") + src)
-            sketch = Image.open(CAT).convert("RGB")
-            assert out.size == sketch.size == (512, 384)
-            diff = np.abs(np.asarray(out, np.int16) - np.asarray(sketch, np.int16))
-            assert diff.mean() > 20, "the result looks like the sketch"
-
-            # The download button hands over the same PNG.
-            with page.expect_download() as download:
-                page.locator("#result").get_by_role("button", name="Download").click()
-            saved = download.value.path()
-            downloaded = Image.open(saved)
-            assert downloaded.format == "PNG" and downloaded.size == (512, 384)
-            assert np.array_equal(np.asarray(downloaded.convert("RGB")), np.asarray(out))
-
+            sizes = {}
+            for button, kind in (("#dl-colored", "colored"), ("#dl-flats", "flats"), ("#dl-lines", "lines")):
+                with page.expect_download() as download:
+                    page.locator(button).click()
+                img = Image.open(download.value.path())
+                assert img.format == "PNG", kind
+                sizes[kind] = (img.size, img.mode)
+            assert sizes == {"colored": ((512, 384), "RGB"), "flats": ((512, 384), "RGB"),
+                             "lines": ((512, 384), "RGBA")}  # fmt: skip
             assert_no_gradio_error(page)
-            page.screenshot(path=str(artifacts_dir / "app-colorize.png"), full_page=True)
+            page.screenshot(path=str(artifacts_dir / "app-tiny-model.png"))
         finally:
             browser.close()
 
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_bad_uploads_in_the_browser_then_a_good_one(tiny_app, tmp_path, artifacts_dir):
-    """Each bad file: a readable message in the status line, no error toast; afterwards the app still colorizes."""
+def test_every_refusal_is_a_sentence_in_the_status_line(tiny_app, tmp_path, cat, artifacts_dir):
+    """Each bad file (too large in bytes or pixels, a strip, not an image, damaged, tiny, empty): a readable
+    sentence in the status line, no error badge or toast; afterwards the app still colorizes."""
     from playwright.sync_api import expect, sync_playwright
 
     url, _ = tiny_app
     with sync_playwright() as p:
         browser = launch_chromium(p)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page = browser.new_page(viewport=VIEWPORT)
             open_page(page, url)
             status = page.locator("#status")
-            for kind in ("html", "truncated_jpg", "huge", "bomb", "tiny", "empty"):
-                _upload(page, bad_file(tmp_path, kind))
-                expect(status).to_contain_text(EXPECTED[kind], timeout=30_000)
+            for kind in ("html", "truncated_jpg", "huge", "bomb", "tiny", "empty", "strip", "many_bytes"):
+                _open_file(page, bad_file(tmp_path, kind))
+                expect(status).to_contain_text(EXPECTED[kind].replace("**", ""), timeout=30_000)
                 assert_no_gradio_error(page)
-            page.screenshot(path=str(artifacts_dir / "app-bad-upload.png"), full_page=True)
-
-            # More bytes than the upload limit: gradio refuses it in the browser before it is sent (the server
-            # never sees it) and says why in a toast; the status line keeps the last message.
-            _upload(page, bad_file(tmp_path, "many_bytes"))
-            toast = page.locator("[data-testid='toast-body']")
-            expect(toast).to_contain_text("exceed the maximum allowed size of 20.0 Mb", timeout=30_000)
-            expect(toast).to_contain_text("noise.png")
-            expect(page.locator("body")).not_to_contain_text("Traceback")
-            toast.get_by_test_id("toast-close").click()
-            expect(toast).to_have_count(0)
-            expect(status).to_contain_text(EXPECTED["empty"])
+            page.screenshot(path=str(artifacts_dir / "app-bad-upload.png"))
 
             # An animated GIF is accepted: its first frame, with a note.
-            _upload(page, animated_gif(tmp_path / "anim.gif"))
+            _open_file(page, animated_gif(tmp_path / "anim.gif"))
             expect(status).to_contain_text("Loaded anim.gif (200x150 px)", timeout=30_000)
             expect(status).to_contain_text("animated (3 frames): the first frame is used")
             page.locator("#editor").get_by_role("button", name="Clear canvas").click()
-            expect(status).to_have_text("", timeout=30_000)
+            expect(status).to_contain_text("Open a sketch first", timeout=30_000)
+            expect(page.locator("#sketch-drop")).to_be_visible()
 
-            # Colorize with nothing accepted yet: asks for a sketch, does not crash.
+            # Colorize with nothing open: asks for a sketch, does not crash.
             page.click("#colorize")
-            expect(status).to_contain_text("Upload a sketch first", timeout=30_000)
+            expect(status).to_contain_text("Open a sketch first", timeout=30_000)
 
-            _upload(page, CAT)
-            expect(status).to_contain_text("Loaded cat_landscape.png (512x384 px)", timeout=30_000)
-            _upload(page, bad_file(tmp_path, "truncated_png"))  # refused, and the cat stays
+            _open_file(page, cat)
+            expect(status).to_contain_text("Colored in", timeout=60_000)
+            _open_file(page, bad_file(tmp_path, "truncated_png"))  # refused, and the cat stays
             expect(status).to_contain_text("is damaged or incomplete", timeout=30_000)
             expect(status).to_contain_text("still holds the previous sketch, cat_landscape.png")
             page.click("#colorize")
-            expect(status).to_contain_text("Done in", timeout=60_000)
+            expect(status).to_contain_text("Colored in", timeout=60_000)
             expect(status).to_contain_text("without hints")
             expect(page.locator("#result img")).to_be_visible()
             assert_no_gradio_error(page)
