@@ -36,7 +36,7 @@ kill $SERVER
   | tee "$WORK/filter-summary.md"
 
 "$BIN/colorizer" train --config configs/cpu-demo.yaml "data.source=$WORK/curated/manifest.jsonl" \
-  "run_dir=$WORK/runs" "train.max_minutes=$MINUTES" train.steps=40000 name=demo > "$WORK/train.log" 2>&1
+  "run_dir=$WORK/runs" "train.max_minutes=$MINUTES" train.steps=100000 name=demo > "$WORK/train.log" 2>&1
 "$BIN/colorizer" export "$WORK/runs/demo/checkpoints/last.pt" --out "$WORK/models/demo" --half
 bash scripts/demo_eval.sh "$WORK"    # the model and the baselines, on the test split and on OpenMoji
 echo "done: model in $WORK/models/demo, reports in $WORK/eval; copy it to weights/ with scripts/demo_card.py"
