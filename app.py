@@ -581,6 +581,23 @@ class Gate:
             self._slots.release()
 
 
+def fresh_result_dir(root: Path | None = None, max_age_s: float | None = None) -> Path:
+    """A new folder for one result's downloads in gradio's cache folder; folders of earlier results older than
+    CACHE_MAX_AGE_S are removed on the way (gradio cleans its own copies; these are ours)."""
+    import shutil
+
+    root = Path(root or CACHE_DIR)
+    root.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - (CACHE_MAX_AGE_S if max_age_s is None else max_age_s)
+    for old in root.glob("colorized-*"):
+        try:
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix="colorized-", dir=root))
+
+
 def _save_layers(layers: Any, name: str | None, out_dir: Path) -> list[str]:
     """The result's three PNGs (composite, flat colors, lines on transparency) in `out_dir`; their paths."""
     stem = Path(name or "sketch").stem or "sketch"
@@ -769,7 +786,7 @@ def build_app(
         return [gr.update(value=f, interactive=True) for f in files] if files else [gr.skip()] * 3
 
     def out_dir() -> Path:
-        return Path(tempfile.mkdtemp(prefix="colorized-", dir=CACHE_DIR))
+        return fresh_result_dir()
 
     def on_open(path, current, name=None):
         editor_value, status, ref = upload_request(path, name)

@@ -7,6 +7,7 @@ import json
 import struct
 import threading
 import time
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -222,6 +223,18 @@ def test_colorize_request_passes_sketch_hints_mode_and_settings(cat, tmp_path):
         app.colorize_request(state, value, False, odd)  # whatever an API caller sends
         assert model.calls[-1][2] == expected
     assert app.background_choice(app.BACKGROUNDS[1]) == "hints" and app.background_choice("x") is None
+
+
+def test_result_folders_older_than_an_hour_are_removed(tmp_path):
+    import os
+
+    old = app.fresh_result_dir(tmp_path)
+    (old / "x.colored.png").write_bytes(b"png")
+    hour_ago = time.time() - 3700
+    os.utime(old, (hour_ago, hour_ago))
+    recent = app.fresh_result_dir(tmp_path)
+    newest = app.fresh_result_dir(tmp_path)
+    assert not old.exists() and recent.is_dir() and newest.is_dir() and recent != newest
 
 
 def test_a_full_line_gets_a_sentence_not_a_wait():
@@ -741,5 +754,42 @@ def test_every_refusal_is_a_sentence_in_the_status_line(tiny_app, tmp_path, cat,
             expect(status).to_contain_text("without hints")
             expect(page.locator("#result img")).to_be_visible()
             assert_no_gradio_error(page)
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_shipped_model_in_the_browser_obeys_painted_hints(artifacts_dir):
+    """`make app` as a new user meets it (the model in weights/, an example, a few dabs from the swatches): each
+    dabbed area comes out in its dab's color, the paper stays white. The README's screenshot comes from here."""
+    from playwright.sync_api import expect, sync_playwright
+
+    dabs = [(0, (0.50, 0.22)), (2, (0.20, 0.70)), (8, (0.43, 0.78)), (5, (0.70, 0.55))]  # roof, wall, door, window
+    with run_app(env={app.WEIGHTS_ENV: str(REPO / "weights")}) as url, sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            open_page(page, url)
+            page.locator("#examples img[src*='house']").first.click()
+            status = page.locator("#status")
+            expect(status).to_contain_text("Colored in", timeout=60_000)
+            for swatch, at in dabs:
+                page.locator(f"#swatch-{swatch}").click()
+                expect(page.locator("#picker input")).to_have_value(app.HINT_COLORS[swatch], timeout=10_000)
+                _paint_stroke(page, at=at)
+            expect(status).to_contain_text("with your hints", timeout=60_000)
+            time.sleep(4)  # the last stroke's request: the newest wins
+            src = page.locator("#result img").get_attribute("src")
+            with urllib.request.urlopen(src if src.startswith("http") else url.rstrip("/") + src, timeout=30) as r:
+                result = np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB")).astype(int)
+            h, w = result.shape[:2]
+            for swatch, (x, y) in dabs:
+                want = np.array([int(app.HINT_COLORS[swatch][i : i + 2], 16) for i in (1, 3, 5)])
+                got = result[int(y * h), int(x * w) + 10]  # beside the dab, inside its area
+                assert np.abs(got - want).max() <= 8, (swatch, got, want)
+            assert (result[3, 3] == 255).all() and (result[-3, -3] == 255).all()  # the paper
+            assert_no_gradio_error(page)
+            page.screenshot(path=str(artifacts_dir / "app-readme.png"))
         finally:
             browser.close()
