@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as e:
-        print(f"colorizer {args.command}: config error: {e}", file=sys.stderr)
+        for line in str(e).splitlines():
+            print(f"colorizer {args.command}: config error: {line}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         if args.verbose:

@@ -11,13 +11,15 @@ an overnight run's config fails in the first second, not after eight hours.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from typedconfig import ConfigError, build, deep_merge, load, parse_override, save, to_dict
 
-__all__ = ["Config", "ConfigError", "from_dict", "load_config", "parse_override", "save_config", "to_dict"]
+__all__ = ["Config", "ConfigError", "check_values", "from_dict", "load_config", "parse_override", "save_config", "to_dict"]
 
 
 @dataclass(frozen=True)
@@ -221,9 +223,91 @@ def _no_empty_lists(cfg: Any, prefix: str = "") -> Any:
     return cfg
 
 
+# Ranges, checked before anything is written: a run that would crash after step 1 (log_every=0), train nothing
+# (steps=-5) or drift (ema_decay=2) fails in the first second instead, every bad value named on a line of its own.
+_POSITIVE = (
+    "data.height_px", "data.width_px", "data.batch_size", "data.max_source_px", "model.G.base_width",
+    "model.G.depth", "model.G.max_width", "model.D.base_width", "model.D.layers", "loss.perceptual_downsample",
+    "train.steps", "train.checkpoint_every", "train.keep_last", "train.log_every", "train.sample_every",
+    "train.val_every", "train.val_images", "tracking.histogram_bins", "hints.count_max",
+)  # fmt: skip
+_LEARNING_RATES = ("optim.lr_G", "optim.lr_D")
+_NON_NEGATIVE = {
+    "train.max_minutes": "0 means no time budget",
+    "tracking.diagnostics_every": "0 turns the diagnostics off",
+    "optim.grad_clip": "0 turns the clip off",
+    "train.early_stop_patience": "0 never stops early",
+    **dict.fromkeys((
+        "train.freeze_encoder_levels", "train.overfit_batches", "data.workers", "data.rotate_deg",
+        "optim.warmup_steps", "optim.weight_decay", "loss.adversarial_weight", "loss.l1_weight", "loss.mse_weight",
+        "loss.perceptual_weight", "loss.hint_weight", "lineart.xdog_weight", "lineart.dilate_weight",
+        "lineart.dilate_kernels", "lineart.noise_std_max", "hints.count_min", "hints.radius_px",
+        "hints.stroke_len_px", "hints.position_jitter_px", "hints.color_noise_std", "hints.quantize_step",
+        "hints.soften_sigma_px", "hints.user_soften_sigma_px",
+    ), ""),
+}  # fmt: skip
+_SHARES = (  # in [0, 1]
+    "data.max_bad_files_share", "hints.no_hint_prob", "hints.stroke_prob", "hints.drop_range",
+    "lineart.binarize_prob", "lineart.noise_prob", "lineart.blur_prob", "lineart.intensity_range",
+    "optim.decay_start_frac",
+)  # fmt: skip
+_DECAYS = ("train.ema_decay", "optim.betas", "model.G.dropout")  # in [0, 1)
+_LOW_HIGH = (
+    "data.crop_scale", "data.crop_ratio", "hints.drop_range", "hints.radius_px", "hints.stroke_len_px",
+    "hints.soften_sigma_px", "lineart.intensity_range",
+)  # fmt: skip
+
+
+def _value(cfg: Config, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def check_values(cfg: Config, world_size: int | None = None) -> Config:
+    """Raise `ConfigError` with one line per out-of-range value (`key=value: what it must be`); `world_size`
+    (default: torchrun's WORLD_SIZE, else 1) must divide `data.batch_size`, the global batch."""
+    problems: list[str] = []
+
+    def check(key: str, ok: Any, want: str) -> None:
+        value = _value(cfg, key)
+        items = value if isinstance(value, tuple) else (value,)
+        if not all(ok(v) for v in items):
+            shown = list(value) if isinstance(value, tuple) else value
+            problems.append(f"{key}={shown}: {want}")
+
+    for key in _POSITIVE:
+        check(key, lambda v: v > 0, "must be at least 1")
+    for key in _LEARNING_RATES:
+        check(key, lambda v: v > 0 and math.isfinite(v), "a learning rate must be above 0 (e.g. 2e-4)")
+    for key, note in _NON_NEGATIVE.items():
+        check(key, lambda v: v >= 0 and math.isfinite(v), "must be 0 or more" + (f" ({note})" if note else ""))
+    for key in _SHARES:
+        check(key, lambda v: 0 <= v <= 1, "a share: must be between 0 and 1")
+    for key in _DECAYS:
+        check(key, lambda v: 0 <= v < 1, "must be at least 0 and below 1")
+    check("data.crop_scale", lambda v: 0 < v <= 1, "a share of the image area: must be above 0 and at most 1")
+    check("data.crop_ratio", lambda v: v > 0, "an aspect ratio: must be above 0")
+    for key in _LOW_HIGH:
+        low, high = _value(cfg, key)
+        if low > high:
+            problems.append(f"{key}={[low, high]}: the first value is the low end and must not exceed the second")
+    if cfg.hints.count_min > cfg.hints.count_max:
+        problems.append(f"hints.count_min={cfg.hints.count_min}: must not exceed hints.count_max={cfg.hints.count_max}")
+    world = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and cfg.data.batch_size > 0 and cfg.data.batch_size % world:
+        problems.append(
+            f"data.batch_size={cfg.data.batch_size} is the global batch and must divide by the {world} processes; "
+            f"use a multiple of {world}"
+        )
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults <- YAML file at `path` <- `key=value` overrides, type-checked."""
-    return _no_empty_lists(load(Config, path, overrides))
+    """Defaults <- YAML file at `path` <- `key=value` overrides, type-checked and range-checked."""
+    return check_values(_no_empty_lists(load(Config, path, overrides)))
 
 
 def from_dict(values: dict) -> Config:

@@ -111,3 +111,51 @@ def test_off_on_the_command_line_is_the_choice_not_a_boolean(tmp_path):
     assert load_config(cfg, []).train.amp == "off"
     with pytest.raises(ConfigError, match="train.amp"):
         load_config(None, ["train.amp=yes"])  # no "on"/"yes" choice: still a clear error
+
+
+# ---------------------------------------------------------------- ranges, checked before anything is written
+
+
+@pytest.mark.parametrize(
+    "override, line",
+    [
+        ("train.checkpoint_every=0", "train.checkpoint_every=0: must be at least 1"),
+        ("train.log_every=0", "train.log_every=0: must be at least 1"),
+        ("train.val_every=-2", "train.val_every=-2: must be at least 1"),
+        ("train.steps=-5", "train.steps=-5: must be at least 1"),
+        ("train.max_minutes=-30", "train.max_minutes=-30.0: must be 0 or more (0 means no time budget)"),
+        ("train.ema_decay=2", "train.ema_decay=2.0: must be at least 0 and below 1"),
+        ("optim.betas=[0.5, 1.0]", "optim.betas=[0.5, 1.0]: must be at least 0 and below 1"),
+        ("hints.no_hint_prob=1.5", "hints.no_hint_prob=1.5: a share: must be between 0 and 1"),
+        ("optim.lr_G=-1e-4", "optim.lr_G=-0.0001: a learning rate must be above 0 (e.g. 2e-4)"),
+        ("optim.lr_D=0", "optim.lr_D=0.0: a learning rate must be above 0 (e.g. 2e-4)"),
+        ("data.batch_size=0", "data.batch_size=0: must be at least 1"),
+        ("data.crop_scale=[0.9, 0.5]",
+         "data.crop_scale=[0.9, 0.5]: the first value is the low end and must not exceed the second"),
+    ],
+)  # fmt: skip
+def test_out_of_range_values_are_refused_before_the_run_folder_exists(override, line, tmp_path, capsys):
+    from colorizer.cli import main
+
+    runs = tmp_path / "runs"
+    assert main(["train", "--config", str(ROOT / "configs" / "cpu-tiny.yaml"), f"run_dir={runs}", override]) == 2
+    assert capsys.readouterr().err == f"colorizer train: config error: {line}\n"
+    assert not runs.exists()
+
+
+def test_every_bad_value_on_a_line_of_its_own(capsys):
+    from colorizer.cli import main
+
+    code = main(["train", "train.log_every=0", "train.steps=-5", "optim.lr_G=-1", "train.ema_decay=1"])
+    assert code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all(e.startswith("colorizer train: config error: ") for e in err)
+    assert {e.split(": ")[2].split("=")[0] for e in err} == {
+        "train.log_every", "train.steps", "optim.lr_G", "train.ema_decay"}  # fmt: skip
+
+
+def test_batch_must_divide_by_the_processes_torchrun_starts(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match=r"^data\.batch_size=6 is the global batch and must divide by the 4 "):
+        load_config(None, ["data.batch_size=6"])
+    assert load_config(None, ["data.batch_size=8"]).data.batch_size == 8
