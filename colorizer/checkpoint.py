@@ -7,13 +7,18 @@ then renamed over its final name: a run killed mid-write never leaves a corrupt 
 Layout of `runs/<name>/checkpoints/`:
 
     step_0005000.pt   one file a checkpoint; the newest `keep_last` are kept
-    last.pt           hard link to the newest step file (what `colorizer export` and resume read)
-    best.pt           hard link to (or copy of) the checkpoint with the best validation metric
+    last.pt           a copy of the newest step file (what `colorizer export` reads)
+    best.pt           a copy of the checkpoint with the best validation metric
+    *.unreadable      a checkpoint resume could not read, set aside (never deleted)
+
+last.pt and best.pt are files of their own, not links: a damaged step file leaves them readable.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
 import random
 import re
 import shutil
@@ -110,27 +115,40 @@ def git_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
 # Files
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """`torch.save` to `<path>.tmp`, fsync, then rename: readers see the old file or the new, never half."""
-    path = Path(path)
+class DiskFullError(CheckpointError):
+    """The disk filled up while a checkpoint was written; the partial file is gone, the older ones are intact."""
+
+
+def _disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """`write(file)` into `<path>.tmp`, fsync, rename over `path`: readers see the old file or the new, never
+    half of one. Whatever fails, the temporary file is removed (a full disk must not stay fuller)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Point `dst` at `src`'s content atomically (hard link where the file system allows, else a copy)."""
-    tmp = dst.with_name(dst.name + ".tmp")
-    tmp.unlink(missing_ok=True)
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """`torch.save` to `<path>.tmp`, fsync, then rename: readers see the old file or the new, never half."""
+    _write_atomic(Path(path), lambda f: torch.save(obj, f))
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    """`dst` becomes a file of its own with `src`'s content (not a hard link: a step file damaged later must
+    not take last.pt or best.pt with it)."""
+    with open(src, "rb") as f_src:
+        _write_atomic(dst, lambda f: shutil.copyfileobj(f_src, f, 1 << 20))
 
 
 def step_files(folder: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -145,16 +163,47 @@ def step_files(folder: str | os.PathLike) -> list[tuple[int, Path]]:
 def save_checkpoint(
     state: dict[str, Any], folder: str | os.PathLike, *, step: int, keep_last: int, is_best: bool = False
 ) -> Path:
-    """Write `state` as `step_<step>.pt`, update `last.pt` (and `best.pt`), keep the newest `keep_last`."""
+    """Write `state` as `step_<step>.pt`, update `last.pt` (and `best.pt`), keep the newest `keep_last`.
+
+    A full disk raises `DiskFullError` naming the file and the newest intact checkpoint; nothing partial stays."""
     folder = Path(folder)
     path = folder / f"step_{step:07d}.pt"
-    atomic_torch_save({"format_version": FORMAT_VERSION, **state}, path)
-    _link_or_copy(path, folder / "last.pt")
-    if is_best:
-        _link_or_copy(path, folder / "best.pt")
+    target = path
+    try:
+        atomic_torch_save({"format_version": FORMAT_VERSION, **state}, path)
+        target = folder / "last.pt"
+        _copy_atomic(path, target)
+        if is_best:
+            target = folder / "best.pt"
+            _copy_atomic(path, target)
+    except OSError as e:
+        if not _disk_full(e):
+            raise
+        intact = [p for _, p in step_files(folder)]
+        previous = f"the previous checkpoint {intact[-1]} is intact" if intact else "no earlier checkpoint exists"
+        raise DiskFullError(f"disk full while writing checkpoint {target}; {previous}; free space and re-run") from None
     for _, old in step_files(folder)[: -max(1, keep_last)]:
-        old.unlink(missing_ok=True)  # last.pt / best.pt are links of their own: they survive this
+        old.unlink(missing_ok=True)  # last.pt / best.pt are files of their own: they survive this
     return path
+
+
+def _why_unreadable(path: Path, e: BaseException) -> str:
+    """What is wrong with a file `torch.load` refused, as one complete clause."""
+    size = path.stat().st_size
+    if size == 0:
+        return "it is empty (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(4)
+        f.seek(max(0, size - 65_557))  # a zip ends with its directory record, in the last 64 KiB + 22 bytes
+        tail = f.read()
+    if head != b"PK\x03\x04":
+        return f"it is not a PyTorch checkpoint archive ({size:,} bytes)"
+    if b"PK\x05\x06" not in tail:
+        return f"it is truncated ({size:,} bytes; the end of the archive is missing)"
+    if isinstance(e, pickle.UnpicklingError):
+        return "it holds Python objects, not only tensors and plain values (refused unread; nothing ran)"
+    first = (str(e).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
+    return f"it is damaged ({type(e).__name__}: {first})" if first else f"it is damaged ({type(e).__name__})"
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -165,10 +214,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file; all mean the same
-        raise CheckpointError(
-            f"{path}: not a readable training checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
-            "Only checkpoints written by `colorizer train` can be loaded; nothing from it was executed."
-        ) from None
+        raise CheckpointError(f"{path} is not a readable training checkpoint: {_why_unreadable(path, e)}") from None
     if not isinstance(state, dict) or "format_version" not in state or "G" not in state:
         raise CheckpointError(f"{path}: not a colorizer training checkpoint (no format_version / G weights)")
     if state["format_version"] > FORMAT_VERSION:
@@ -177,6 +223,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "update the code"
         )
     return state
+
+
+def set_aside(path: str | os.PathLike) -> Path:
+    """Rename an unreadable checkpoint to `<name>.unreadable[.N]` (kept for a person to look at, never deleted;
+    no longer a step file, so resume and pruning pass it by). Returns the new path."""
+    path = Path(path)
+    aside = path.with_name(path.name + ".unreadable")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.unreadable.{n}")
+    os.replace(path, aside)
+    return aside
 
 
 def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
