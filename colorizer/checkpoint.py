@@ -180,8 +180,12 @@ def save_checkpoint(
         if not _disk_full(e):
             raise
         intact = [p for _, p in step_files(folder)]
-        previous = f"the previous checkpoint {intact[-1]} is intact" if intact else "no earlier checkpoint exists"
-        raise DiskFullError(f"disk full while writing checkpoint {target}; {previous}; free space and re-run") from None
+        previous = (
+            f"the previous checkpoint {intact[-1]} is intact" if intact else "no earlier checkpoint exists"
+        )
+        raise DiskFullError(
+            f"disk full while writing checkpoint {target}; {previous}; free space and re-run"
+        ) from None
     for _, old in step_files(folder)[: -max(1, keep_last)]:
         old.unlink(missing_ok=True)  # last.pt / best.pt are files of their own: they survive this
     return path
@@ -214,7 +218,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file; all mean the same
-        raise CheckpointError(f"{path} is not a readable training checkpoint: {_why_unreadable(path, e)}") from None
+        raise CheckpointError(
+            f"{path} is not a readable training checkpoint: {_why_unreadable(path, e)}"
+        ) from None
     if not isinstance(state, dict) or "format_version" not in state or "G" not in state:
         raise CheckpointError(f"{path}: not a colorizer training checkpoint (no format_version / G weights)")
     if state["format_version"] > FORMAT_VERSION:

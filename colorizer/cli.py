@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from colorizer.config import ConfigError, load_config
+from colorizer.config import ConfigError, check_values, load_config
+
+# Exit codes of `colorizer train` (and `sweep`, `torchrun`): 0 the run reached its end (train.steps, the time
+# budget, or an early stop); 1 an error (the message says which); 2 a config error (nothing was written);
+# 75 interrupted (SIGINT/SIGTERM) after its checkpoint was written: run the same command to resume (EX_TEMPFAIL
+# of sysexits.h: a temporary failure, try again); 130 a second Ctrl-C aborted without a checkpoint of that step.
+EXIT_INTERRUPTED = 75
+EXIT_CODES_HELP = (
+    "exit codes: 0 the run reached its end (train.steps, time budget or early stop); 1 error; 2 config error "
+    f"(nothing written); {EXIT_INTERRUPTED} interrupted by Ctrl-C/SIGTERM after writing its checkpoint (run the "
+    "same command to resume); 130 aborted by a second Ctrl-C"
+)
 
 CONFIG_HELP = "YAML file of overrides (configs/*.yaml); key=value pairs after it override again"
 
@@ -27,21 +39,108 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0") or 0)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from colorizer.train import train
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg)
+    if _rank() > 0:  # under torchrun rank 0 speaks for the run
+        return EXIT_INTERRUPTED if result.interrupted else 0
     if result.interrupted:
         print(
-            f"stopped at step {result.step}; checkpoint {result.last_checkpoint}. Run the same command to resume."
+            f"stopped at step {result.step}; checkpoint {result.last_checkpoint}. Run the same command to resume "
+            f"(exit code {EXIT_INTERRUPTED}: interrupted)."
         )
-        return 0
-    print(f"run {result.run_dir}: step {result.step}; last checkpoint {result.last_checkpoint}")
+        return EXIT_INTERRUPTED
+    print(f"run {result.run_dir}: step {result.step} (ended by {result.ended_by}); last checkpoint "
+          f"{result.last_checkpoint}")  # fmt: skip
     print(
         f"export it for the app: colorizer export {result.run_dir / 'checkpoints' / 'last.pt'} --out weights/"
     )
     return 0
+
+
+def cmd_wandb_sync(args: argparse.Namespace) -> int:
+    from colorizer.tracking import rebuild_wandb_run
+
+    folder, steps, images = rebuild_wandb_run(args.run_dir, run_id=args.id)
+    print(f"wrote a wandb run of {steps} logged steps and {images} sample images from {args.run_dir}/metrics.jsonl "
+          f"to {folder}")  # fmt: skip
+    print(f"upload it: wandb sync {folder}")
+    return 0
+
+
+def cmd_torchrun(argv: list[str]) -> int:
+    """`colorizer torchrun [torchrun options] train ...`: torchrun, with one line instead of its traceback when
+    stopped by a signal, and the workers' exit code (75 when every rank stopped after its checkpoint)."""
+    import signal
+    import time
+
+    from torch.distributed.elastic.multiprocessing import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    from colorizer.checkpoint import latest_checkpoint
+
+    if "train" not in argv:
+        print("colorizer torchrun: give torchrun's options, then the command: colorizer torchrun "
+              "--nproc_per_node=2 train --config configs/X.yaml [key=value ...]", file=sys.stderr)  # fmt: skip
+        return 2
+    cut = argv.index("train")
+    options, train_args = argv[:cut], argv[cut + 1 :]
+    args = parse_args([*options, "-m", "colorizer", "train", *train_args])
+    nodes = str(args.nnodes)
+    world = (
+        int(args.nproc_per_node) * int(nodes)
+        if str(args.nproc_per_node).isdigit() and nodes.isdigit()
+        else None
+    )
+    train_parser = argparse.ArgumentParser(prog="colorizer torchrun ... train")
+    _add_config_args(train_parser)
+    parsed = train_parser.parse_args(train_args)
+    cfg = check_values(load_config(parsed.config, parsed.overrides), world_size=world)
+    ckpt_dir = f"{cfg.run_dir}/{cfg.name}/checkpoints"
+    # torchrun turns SIGTERM/SIGINT into an exception after its workers stopped (--shutdown-timeout, 30 s by
+    # default, then SIGKILL): handle those two here, with the time, to tell a clean stop from a killed one.
+    args.signals_to_handle = ",".join(
+        name for name in str(args.signals_to_handle).split(",") if name.strip() not in ("SIGTERM", "SIGINT")
+    )
+    received: list[tuple[str, float]] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        sig = signal.Signals(signum)
+        received.append((sig.name, time.time()))
+        if len(received) == 1:  # later ones: the workers already have theirs (and the shutdown timeout)
+            raise SignalException(f"colorizer torchrun got {sig.name}", sigval=sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    try:
+        run(args)
+        return 0
+    except SignalException:
+        name, at = received[0] if received else ("a signal", time.time())
+        newest = latest_checkpoint(ckpt_dir)
+        if newest is not None and newest.stat().st_mtime >= at:
+            print(f"colorizer torchrun: stopped by {name}; checkpoint {newest} written. Run the same command to "
+                  f"resume (exit code {EXIT_INTERRUPTED}: interrupted).", file=sys.stderr)  # fmt: skip
+            return EXIT_INTERRUPTED
+        print(f"colorizer torchrun: stopped by {name} before the processes wrote a checkpoint (torchrun "
+              f"--shutdown-timeout={args.shutdown_timeout} s); the newest checkpoint is {newest}. Run the same "
+              "command to resume from it.", file=sys.stderr)  # fmt: skip
+        return 1
+    except ChildFailedError as e:
+        codes = {f.exitcode for f in e.failures.values()}
+        if codes == {EXIT_INTERRUPTED}:
+            return EXIT_INTERRUPTED  # rank 0 said where its checkpoint is
+        rank, failure = min(e.failures.items())
+        print(f"colorizer torchrun: rank {rank} exited with code {failure.exitcode} (its message is above)",
+              file=sys.stderr)  # fmt: skip
+        return failure.exitcode if failure.exitcode > 0 else 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -148,10 +247,34 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train (or resume) a run: runs/<name>/ gets checkpoints, samples, metrics.jsonl and a wandb run",
         description="Train the U-Net/PatchGAN colorizer. Re-running the same command resumes from the newest "
-        "checkpoint (train.resume=auto). Ctrl-C or SIGTERM writes a checkpoint and stops cleanly.",
+        "readable checkpoint (train.resume=auto). Ctrl-C or SIGTERM writes a checkpoint and stops cleanly.",
+        epilog=EXIT_CODES_HELP,
     )
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "torchrun",
+        help="train under torchrun (DDP), with one line instead of a traceback when stopped by a signal",
+        description="colorizer torchrun [torchrun options] train [--config X] [key=value ...]: torchrun's "
+        "options (--nproc_per_node, --nnodes, --rdzv_endpoint ...) then the train command. The config is "
+        "checked before any process starts; SIGTERM/Ctrl-C stop every rank after its checkpoint.",
+        epilog=EXIT_CODES_HELP,
+    )
+    p.add_argument("torchrun_args", nargs=argparse.REMAINDER, help="torchrun's options, then train ...")
+    p.set_defaults(func=lambda a: cmd_torchrun(a.torchrun_args))
+
+    p = sub.add_parser(
+        "wandb-sync",
+        help="rebuild a run's wandb history from its metrics.jsonl (after kill -9, a crash, a full disk)",
+        description="Write a complete offline wandb run from RUN_DIR/metrics.jsonl and RUN_DIR/samples/ into "
+        "RUN_DIR/wandb-sync/ (replacing an earlier rebuild), and print the `wandb sync` command that uploads it. "
+        "wandb's own files of a killed run hold only what its service had flushed; metrics.jsonl is written "
+        "at every log interval.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. runs/default")
+    p.add_argument("--id", default=None, help="wandb run id to write (default: a new one)")
+    p.set_defaults(func=cmd_wandb_sync)
 
     p = sub.add_parser(
         "export",
@@ -255,22 +378,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _LogFormat(logging.Formatter):
+    """`05:31:12 message`, the level named only from WARNING up: the time on every line of an overnight log."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = f"{record.levelname} " if record.levelno >= logging.WARNING else ""
+        text = f"{self.formatTime(record, '%H:%M:%S')} {level}{record.getMessage()}"
+        return text + ("\n" + self.formatException(record.exc_info) if record.exc_info else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
-    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["torchrun"] and "train" in argv:  # torchrun's own options pass through untouched
+        command, verbose = "torchrun", False
+        run_command = lambda: cmd_torchrun(argv[1:])  # noqa: E731
+    else:
+        args = parser.parse_args(argv)
+        command, verbose = args.command, args.verbose
+        run_command = lambda: args.func(args)  # noqa: E731
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormat())
+    # Under torchrun the other ranks say only what goes wrong: rank 0 speaks for the run.
+    level = logging.DEBUG if verbose else logging.INFO if _rank() == 0 else logging.ERROR
+    logging.basicConfig(level=level, handlers=[handler])
     try:
-        return args.func(args)
+        return run_command()
     except ConfigError as e:
         for line in str(e).splitlines():
-            print(f"colorizer {args.command}: config error: {line}", file=sys.stderr)
+            print(f"colorizer {command}: config error: {line}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        if args.verbose:
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        if verbose:
             raise
-        print(f"colorizer {args.command}: {e}", file=sys.stderr)
+        print(f"colorizer {command}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"colorizer {args.command}: interrupted", file=sys.stderr)

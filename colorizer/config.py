@@ -19,7 +19,16 @@ from typing import Any, Literal
 
 from typedconfig import ConfigError, build, deep_merge, load, parse_override, save, to_dict
 
-__all__ = ["Config", "ConfigError", "check_values", "from_dict", "load_config", "parse_override", "save_config", "to_dict"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "check_values",
+    "from_dict",
+    "load_config",
+    "parse_override",
+    "save_config",
+    "to_dict",
+]
 
 
 @dataclass(frozen=True)
@@ -281,7 +290,9 @@ def check_values(cfg: Config, world_size: int | None = None) -> Config:
     for key in _LEARNING_RATES:
         check(key, lambda v: v > 0 and math.isfinite(v), "a learning rate must be above 0 (e.g. 2e-4)")
     for key, note in _NON_NEGATIVE.items():
-        check(key, lambda v: v >= 0 and math.isfinite(v), "must be 0 or more" + (f" ({note})" if note else ""))
+        check(
+            key, lambda v: v >= 0 and math.isfinite(v), "must be 0 or more" + (f" ({note})" if note else "")
+        )
     for key in _SHARES:
         check(key, lambda v: 0 <= v <= 1, "a share: must be between 0 and 1")
     for key in _DECAYS:
@@ -291,9 +302,13 @@ def check_values(cfg: Config, world_size: int | None = None) -> Config:
     for key in _LOW_HIGH:
         low, high = _value(cfg, key)
         if low > high:
-            problems.append(f"{key}={[low, high]}: the first value is the low end and must not exceed the second")
+            problems.append(
+                f"{key}={[low, high]}: the first value is the low end and must not exceed the second"
+            )
     if cfg.hints.count_min > cfg.hints.count_max:
-        problems.append(f"hints.count_min={cfg.hints.count_min}: must not exceed hints.count_max={cfg.hints.count_max}")
+        problems.append(
+            f"hints.count_min={cfg.hints.count_min}: must not exceed hints.count_max={cfg.hints.count_max}"
+        )
     world = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world > 1 and cfg.data.batch_size > 0 and cfg.data.batch_size % world:
         problems.append(

@@ -76,6 +76,15 @@ def broadcast_flags(flags: list[bool], d: Dist, device: torch.device) -> list[bo
     return [bool(v) for v in t.tolist()]
 
 
+def broadcast_object(obj: object, d: Dist) -> object:
+    """Rank 0's `obj` (a small picklable value of our own, e.g. a path or an error message) on every rank."""
+    if not d.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def gather_objects(obj: object, d: Dist) -> list[object]:
     """`obj` of every rank, in rank order (our own processes' values, e.g. RNG states)."""
     if not d.enabled:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
+import gc
 import logging
 import math
 import signal
@@ -42,18 +44,19 @@ from colorizer.checkpoint import (
     load_checkpoint,
     rng_state,
     save_checkpoint,
+    set_aside,
     set_rng_state,
+    step_files,
 )
-from colorizer.config import Config, save_config, to_dict
+from colorizer.config import Config, ConfigError, save_config, to_dict
 from colorizer.data import ColorizationDataset, make_loader, resolve_items, training_scale
 from colorizer.diagnostics import StepProbe
 from colorizer.losses import Objective
 from colorizer.models.discriminator import build_discriminator
 from colorizer.models.generator import build_generator
-from colorizer.tracking import Tracker
+from colorizer.tracking import Console, Tracker
 
 log = logging.getLogger(__name__)
-
 
 
 class TrainingError(RuntimeError):
@@ -74,10 +77,12 @@ class Phase:
 class TrainResult:
     run_dir: Path
     step: int
-    interrupted: bool = False
+    interrupted: bool = False  # stopped by SIGINT/SIGTERM, after writing its checkpoint: run again to resume
     last_checkpoint: Path | None = None
     early_stopped: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
+    # What ended it: "steps" (train.steps reached), "time budget", "early stop", or "signal" (interrupted).
+    ended_by: str = "steps"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,10 +218,12 @@ class Trainer:
             if self.device.type == "cuda":
                 self.device = torch.device("cuda", self.dist.local_rank)
             if cfg.data.batch_size % self.dist.world_size:
-                raise TrainingError(
+                raise ConfigError(
                     f"data.batch_size={cfg.data.batch_size} is the global batch and must divide by the "
                     f"{self.dist.world_size} processes; use a multiple of {self.dist.world_size}"
                 )
+        log.info("building the models on %s%s", self.device,
+                 " (loading the pretrained encoder)" if cfg.model.G.encoder != "scratch" else "")  # fmt: skip
         self.amp_dtype = resolve_amp(t.amp, self.device)
         self.run_dir = Path(cfg.run_dir) / cfg.name
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -394,7 +401,12 @@ class Trainer:
                 len(ranks), self.dist.world_size,
             )  # fmt: skip
 
-    def _find_resume(self) -> Path | None:
+    def _find_resume(self) -> tuple[Path | None, dict[str, Any] | None]:
+        """The checkpoint to continue from and its state, or (None, None) for a fresh run.
+
+        train.resume=auto takes the newest readable one: an unreadable checkpoint (truncated, damaged) is
+        reported in one line and set aside as `<name>.unreadable` (never deleted). Under DDP rank 0 decides
+        (and renames); every rank then reads the file it chose."""
         r = self.cfg.train.resume
         if r is True:
             r = "auto"
@@ -405,13 +417,60 @@ class Trainer:
                     f"{self.run_dir} already holds checkpoints (newest {existing.name}) and train.resume=no; "
                     "choose another name=..., delete the folder, or resume with train.resume=auto"
                 )
-            return None
-        if r == "auto":
-            return latest_checkpoint(self.ckpt_dir)
-        path = Path(r)
-        if not path.is_file():
-            raise TrainingError(f"train.resume={r}: no such checkpoint file")
-        return path
+            return None, None
+        if r != "auto":
+            path = Path(r)
+            if not path.is_file():
+                raise TrainingError(f"train.resume={r}: no such checkpoint file")
+            try:
+                return path, load_checkpoint(path)
+            except CheckpointError as e:
+                raise TrainingError(
+                    f"{e}; give another file with train.resume=PATH, or train.resume=auto for the run's newest "
+                    "readable checkpoint"
+                ) from None
+        outcome: tuple[str, str | None] = ("ok", None)
+        state = None
+        if self.dist.is_main:
+            try:
+                path, state = self._newest_readable()
+                outcome = ("ok", str(path) if path else None)
+            except TrainingError as e:
+                outcome = ("error", str(e))
+        kind, value = distributed.broadcast_object(outcome, self.dist)
+        if kind == "error":
+            raise TrainingError(value)
+        if value is None:
+            return None, None
+        return Path(value), state if state is not None else load_checkpoint(value)
+
+    def _newest_readable(self) -> tuple[Path | None, dict[str, Any] | None]:
+        """Step files newest first, with last.pt (a copy of the newest when it was written) right after the
+        newest: a damaged newest step file resumes from its intact copy, not from an older step."""
+        steps = [p for _, p in reversed(step_files(self.ckpt_dir))]
+        last = self.ckpt_dir / "last.pt"
+        queue = steps[:1] + ([last] if last.is_file() else []) + steps[1:]
+        aside: list[str] = []
+        for i, path in enumerate(queue):
+            try:
+                state = load_checkpoint(path)
+            except CheckpointError as e:
+                moved = set_aside(path)
+                aside.append(moved.name)
+                log.warning(
+                    "%s; set aside as %s; resuming from the newest readable checkpoint", e, moved.name
+                )
+                continue
+            older = [p for p in queue[i + 1 :] if p != last]
+            if path == last and older and int(state["step"]) < int(older[0].stem.split("_")[1]):
+                continue  # last.pt lags behind (its copy failed): the newer step file wins
+            return path, state
+        if aside:
+            raise TrainingError(
+                f"no readable checkpoint in {self.ckpt_dir} (set aside: {', '.join(aside)}); run the same command "
+                "again to start this run over from step 0, or give a checkpoint with train.resume=PATH"
+            )
+        return None, None
 
     # ---------------------------------------------------------------- data
 
@@ -422,11 +481,21 @@ class Trainer:
         # Fixed validation batches: the val split when the manifest has one, else the first training items,
         # with a fixed augmentation and fixed hints (epoch 0): the same images for every validation, every
         # sample grid and every resume, so scores compare across steps and runs.
-        try:
-            val_items = resolve_items(cfg.data.source, cfg.data.val_split)
-        except ValueError:
+        if Path(cfg.data.source).is_dir():
             val_items = train_set.items
-            log.info("no %r split in %s: validating on training images", cfg.data.val_split, cfg.data.source)
+            log.info(
+                "data.source is a folder: validation scores %d of its training images (a manifest with a %r split, "
+                "from `crawler filter`, gives held-out ones)",
+                min(len(val_items), max(2, cfg.train.val_images)), cfg.data.val_split,
+            )  # fmt: skip
+        else:
+            try:
+                val_items = resolve_items(cfg.data.source, cfg.data.val_split)
+            except ValueError:
+                val_items = train_set.items
+                log.info(
+                    "no %r split in %s: validating on training images", cfg.data.val_split, cfg.data.source
+                )
         val_set = ColorizationDataset(cfg, items=val_items)
         n = min(len(val_set), max(2, cfg.train.val_images))
         samples = [val_set[(0, i)] for i in range(n)]
@@ -519,7 +588,9 @@ class Trainer:
         numbers["train/mse"] = ((fake.detach().float() - color.float()) ** 2).mean()
         return numbers
 
-    def _augment(self, line: torch.Tensor, color: torch.Tensor, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _augment(
+        self, line: torch.Tensor, color: torch.Tensor, draw: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """DiffAugment of this rank's pairs, its random draws a function of (seed, step, `draw`) made for the
         global batch: resume and DDP see exactly the augmentations of one uninterrupted process."""
         g = torch.Generator()
@@ -583,17 +654,15 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         cfg, t = self.cfg, self.cfg.train
-        resume_from = self._find_resume()
+        resume_from, state = self._find_resume()
         self.last_metrics: dict[str, float] = {}
+        log.info("loading data from %s", cfg.data.source)
         train_set, val_batches = self._datasets()
         lines = [(x[0].numpy() + 1) / 2 for b in val_batches for x in b["line"]]
         self.scale = training_scale(cfg, lines)
-        if resume_from is not None:
-            try:
-                state = load_checkpoint(resume_from)
-            except CheckpointError as e:
-                raise TrainingError(str(e)) from None
+        if state is not None:
             self.load_state_dict(state)
+            del state
             log.info("resuming %s from %s (step %d)", self.run_dir, resume_from, self.step)
         if self.step >= t.steps:
             log.info(
@@ -605,8 +674,17 @@ class Trainer:
                 "%s already spent its time budget train.max_minutes=%g (step %d); raise it to train longer",
                 self.run_dir, t.max_minutes, self.step,
             )  # fmt: skip
-            return TrainResult(self.run_dir, self.step, last_checkpoint=latest_checkpoint(self.ckpt_dir))
+            return TrainResult(self.run_dir, self.step, last_checkpoint=latest_checkpoint(self.ckpt_dir),
+                               ended_by="time budget")  # fmt: skip
+        if self.dist.world_size > self.n_items:
+            raise TrainingError(f"{self.dist.world_size} processes but only {self.n_items} training images")
 
+        log.info(
+            "run %s: %d train images, device %s (%d process%s), amp %s, G %.2fM params, D %.2fM params",
+            self.run_dir, self.n_items, self.device, self.dist.world_size, "es" if self.dist.enabled else "",
+            self.amp_dtype or "off", sum(p.numel() for p in self.G.parameters()) / 1e6,
+            sum(p.numel() for p in self.D.parameters()) / 1e6,
+        )  # fmt: skip
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
@@ -624,25 +702,24 @@ class Trainer:
         baseline = mean_color_mse(torch.cat([b["color"] for b in val_batches]))
         if resume_from is None:
             tracker.summary({"baseline/mean_color_mse": baseline})
-        if self.dist.world_size > self.n_items:
-            raise TrainingError(f"{self.dist.world_size} processes but only {self.n_items} training images")
-        log.info(
-            "run %s: %d train images, device %s (%d processes), amp %s, G %.2fM params, D %.2fM params",
-            self.run_dir, self.n_items, self.device, self.dist.world_size, self.amp_dtype or "off",
-            sum(p.numel() for p in self.G.parameters()) / 1e6, sum(p.numel() for p in self.D.parameters()) / 1e6,
-        )  # fmt: skip
 
         self.G.train()
         self.D.train()
-        interrupted = False
-        pending: list[tuple[int, dict[str, torch.Tensor]]] = []  # per-step numbers, read once per log interval
+        # per-step numbers, read once per log interval
+        pending: list[tuple[int, dict[str, torch.Tensor]]] = []
         last_ckpt: Path | None = None
+        ended_by = "steps"
         t_last, step_last = time.perf_counter(), self.step
         self._session_start = t_last
+        first_step = self.step + 1
         first_log = resume_from is None
+        console = Console(steps=t.steps, budget_s=60 * t.max_minutes, enabled=self.dist.is_main)
+        self.console = console
         exit_code = 1
         try:
             with self.stop as stop:
+                console.begin()
+                log.info("step %d: starting the data loader and the first step", first_step)
                 batches = self._batches(train_set)
                 while self.step < t.steps:
                     batch = self.to_device(next(batches))
@@ -654,6 +731,10 @@ class Trainer:
                     numbers = self.train_step(batch, probe)
                     self.step += 1
                     pending.append((self.step, numbers))
+                    console.step(self.step, self.elapsed_s(), first=self.step == first_step)
+                    if self.step == first_step and self.step % t.log_every and self.dist.is_main:
+                        log.info("step %d done in %.1f s; a progress line every %d steps",
+                                 self.step, time.perf_counter() - t_last, t.log_every)  # fmt: skip
                     stopping = distributed.any_rank(stop.signal is not None, self.dist, self.device)
                     # no time budget, no extra collective per step under DDP
                     out_of_time = t.max_minutes > 0 and distributed.any_rank(
@@ -662,7 +743,9 @@ class Trainer:
                     at_end = self.step >= t.steps or stopping or out_of_time
                     if probe is not None:
                         names = sorted(numbers)
-                        self._check_finite(names, torch.stack([numbers[k] for k in names])[None].cpu(), [self.step])
+                        self._check_finite(
+                            names, torch.stack([numbers[k] for k in names])[None].cpu(), [self.step]
+                        )
                         tracker.log(probe.scalars(), step=self.step)
                         tracker.log_histograms(probe.histograms(), step=self.step)
                         for note in probe.warnings():
@@ -685,20 +768,16 @@ class Trainer:
                         )
                         if first_log:
                             values["baseline/mean_color_mse"] = baseline
-                            log.info(
-                                "step %d: MSE %.4f; predicting the mean color scores %.4f "
-                                "(the model must get below that)",
-                                self.step, values["train/mse"], baseline,
-                            )  # fmt: skip
+                            if self.dist.is_main:
+                                log.info(
+                                    "step %d: MSE %.4f; predicting the mean color scores %.4f "
+                                    "(the model must get below that)",
+                                    self.step, values["train/mse"], baseline,
+                                )  # fmt: skip
                             first_log = False
                         tracker.log(values, step=self.step)
                         self.last_metrics.update({k: float(v) for k, v in values.items()})
-                        shown = "  ".join(
-                            f"{k.split('/', 1)[1]} {v:.4f}" for k, v in values.items() if k.startswith("loss/")
-                        )
-                        log.info(
-                            "step %d/%d  %s  %.1f img/s", self.step, t.steps, shown, values["throughput/images_per_s"]
-                        )
+                        console.interval(self.step, self.elapsed_s(), values)
                         pending.clear()
                         t_last, step_last = now, self.step
                     if (self.step % t.sample_every == 0 or at_end) and self.dist.is_main:
@@ -726,27 +805,45 @@ class Trainer:
                             self.step, t.val_metric, patience, abs(self.best_metric), self.best_step,
                         )  # fmt: skip
                         self.early_stopped = True
+                        ended_by = "early stop"
                         break
                     if out_of_time and not stopping:
                         log.info(
                             "time budget train.max_minutes=%g spent at step %d; raise it to train longer",
                             t.max_minutes, self.step,
                         )  # fmt: skip
+                        ended_by = "time budget"
                         break
                     if stopping:
-                        interrupted = True
+                        ended_by = "signal"
                         log.warning(
-                            "stopped by %s at step %d; run the same command to resume",
+                            "stopped by %s at step %d, checkpoint written; run the same command to resume",
                             stop.signal or "a signal to another process", self.step,
                         )  # fmt: skip
                         break
             exit_code = 0
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            newest = latest_checkpoint(self.ckpt_dir)
+            intact = (
+                f"the newest checkpoint {newest} is intact" if newest else "no checkpoint was written yet"
+            )
+            raise TrainingError(
+                f"disk full while writing {e.filename or 'into ' + str(self.run_dir)}; {intact}; free space and re-run"
+            ) from None
         finally:
-            tracker.finish(exit_code=exit_code)
+            console.close()
+            tracker.finish(exit_code=exit_code)  # never raises: the real error, if any, is the one shown
+            if self.dist.enabled:
+                # DDP's reducers and the gloo/nccl state they hold go now, while the interpreter is whole: left
+                # to the exit, gloo's threads can abort the process after a clean stop ("terminate called
+                # without an active exception", exit code 134 instead of 0 or 75)
+                self.G_fwd, self.D_step_fwd, self.D_frozen_fwd = self.G, self.D, self.D
+                gc.collect()
             distributed.teardown(self.dist)
-        return TrainResult(
-            self.run_dir, self.step, interrupted, last_ckpt, self.early_stopped, dict(self.last_metrics)
-        )
+        return TrainResult(self.run_dir, self.step, ended_by == "signal", last_ckpt, self.early_stopped,
+                           dict(self.last_metrics), ended_by)  # fmt: skip
 
     def _validate_and_select(self, val_batches: list[dict[str, torch.Tensor]], tracker: Tracker) -> bool:
         """Score G_ema on the validation images, log it, and say whether it is the best so far."""
@@ -754,29 +851,39 @@ class Trainer:
         tracker.log(metrics, step=self.step)
         self.last_metrics.update(metrics)
         score = self._score(metrics)
-        if score < self.best_metric:
+        improved = score < self.best_metric
+        if improved:
             self.best_metric, self.best_step = score, self.step
             self.validations_without_improvement = 0
             tracker.summary({f"best/{k}": v for k, v in metrics.items()} | {"best/step": self.step})
-            return True
-        self.validations_without_improvement += 1
-        return False
+        else:
+            self.validations_without_improvement += 1
+        self.console.validation(self.step, metrics, self.cfg.train.val_metric, best=improved,
+                                best_value=abs(self.best_metric), best_step=self.best_step)  # fmt: skip
+        return improved
 
     def _checkpoint(self, *, is_best: bool) -> Path:
-        """Every rank's RNG state goes in (collective); rank 0 writes; the others wait for the file."""
+        """Every rank's RNG state goes in (collective); rank 0 writes; the others learn its outcome, so a
+        full disk stops every rank with the same message."""
         self._rng_all = distributed.gather_objects(rng_state(), self.dist)  # type: ignore[assignment]
         path = self.ckpt_dir / f"step_{self.step:07d}.pt"
+        error = None
         if self.dist.is_main:
-            path = save_checkpoint(
-                self.state_dict(),
-                self.ckpt_dir,
-                step=self.step,
-                keep_last=self.cfg.train.keep_last,
-                is_best=is_best,
-            )
-            log.info("checkpoint %s%s", path, " (best so far)" if is_best else "")
+            try:
+                path = save_checkpoint(
+                    self.state_dict(),
+                    self.ckpt_dir,
+                    step=self.step,
+                    keep_last=self.cfg.train.keep_last,
+                    is_best=is_best,
+                )
+                log.info("checkpoint %s%s", path, " (best so far)" if is_best else "")
+            except CheckpointError as e:  # a full disk: one line, the partial file already removed
+                error = str(e)
         self._rng_all = None
-        distributed.barrier(self.dist)
+        error = distributed.broadcast_object(error, self.dist)
+        if error:
+            raise TrainingError(error)
         return path
 
     def _check_finite(self, names: list[str], rows: torch.Tensor, steps: list[int]) -> None:

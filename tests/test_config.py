@@ -138,7 +138,9 @@ def test_out_of_range_values_are_refused_before_the_run_folder_exists(override, 
     from colorizer.cli import main
 
     runs = tmp_path / "runs"
-    assert main(["train", "--config", str(ROOT / "configs" / "cpu-tiny.yaml"), f"run_dir={runs}", override]) == 2
+    assert (
+        main(["train", "--config", str(ROOT / "configs" / "cpu-tiny.yaml"), f"run_dir={runs}", override]) == 2
+    )
     assert capsys.readouterr().err == f"colorizer train: config error: {line}\n"
     assert not runs.exists()
 
@@ -156,6 +158,8 @@ def test_every_bad_value_on_a_line_of_its_own(capsys):
 
 def test_batch_must_divide_by_the_processes_torchrun_starts(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
-    with pytest.raises(ConfigError, match=r"^data\.batch_size=6 is the global batch and must divide by the 4 "):
+    with pytest.raises(
+        ConfigError, match=r"^data\.batch_size=6 is the global batch and must divide by the 4 "
+    ):
         load_config(None, ["data.batch_size=6"])
     assert load_config(None, ["data.batch_size=8"]).data.batch_size == 8

@@ -1,9 +1,11 @@
 """DDP on the CPU with gloo: two processes train like one process with the same global batch."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,31 @@ def test_torchrun_command_line(images, tmp_path):  # noqa: F811
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "cpu-tiny" / "checkpoints" / "last.pt").is_file()
     assert "2 processes" in r.stderr
+    # rank 0 speaks for the run: each line once, not once per process
+    assert r.stderr.count("step 3/3  ") == 1 and r.stderr.count("validation at step 3:") == 1, r.stderr
+    assert r.stdout.count("ended by steps") == 1
+
+
+def test_sigterm_under_colorizer_torchrun_checkpoints_and_exits_75_without_a_traceback(images, tmp_path):  # noqa: F811
+    cmd = [sys.executable, "-m", "colorizer", "torchrun", "--nproc_per_node=2", f"--master_port={free_port()}",
+           "train", "--config", str(TINY), *overrides(images, tmp_path, "train.steps=100000", "train.log_every=1",
+                                                      "train.checkpoint_every=100000", "train.val_every=100000",
+                                                      "train.sample_every=100000")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    metrics = tmp_path / "cpu-tiny" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-3000:]
+    assert "Traceback" not in err and "Traceback" not in out
+    assert (
+        "colorizer torchrun: stopped by SIGTERM; checkpoint " in err
+        and "Run the same command to resume" in err
+    )
+    files = sorted((tmp_path / "cpu-tiny" / "checkpoints").glob("step_*.pt"))
+    assert len(files) == 1
+    state = torch.load(files[0], weights_only=True)
+    assert state["step"] >= 3 and state["world_size"] == 2

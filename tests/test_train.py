@@ -165,8 +165,8 @@ def test_sigterm_writes_checkpoint_and_exits_cleanly(images, tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out
-    assert "resume" in out
+    assert proc.returncode == 75, out  # interrupted, checkpoint written: `&& colorizer export` does not run
+    assert "Run the same command to resume" in out and "Traceback" not in out
     files = step_files(run_dir / "cpu-tiny" / "checkpoints")
     assert len(files) == 1
     state = load_checkpoint(files[0][1])
@@ -322,7 +322,9 @@ def test_without_the_adversarial_loss_only_G_learns(images, tmp_path):
     assert all(torch.equal(D_before[k], v) for k, v in trainer.D.state_dict().items())
     assert any(not torch.equal(G_before[k], v) for k, v in trainer.G.state_dict().items())
     rows = [r for r in read_metrics(result.run_dir) if "loss/G" in r]
-    assert rows and not any(k.startswith(("loss/D", "loss/G_adversarial", "grad_norm/D")) for r in rows for k in r)
+    assert rows and not any(
+        k.startswith(("loss/D", "loss/G_adversarial", "grad_norm/D")) for r in rows for k in r
+    )
     assert all(r["loss/G_l1"] > 0 for r in rows)
 
 
