@@ -211,11 +211,15 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from colorizer.sweep import run_sweep
+    from colorizer.sweep import SweepInterrupted, run_sweep
 
     cfg = load_config(args.config, args.overrides)
-    best, score, path = run_sweep(cfg, trials=args.trials, storage=args.storage, study_name=args.study,
-                                  sampler=args.sampler)  # fmt: skip
+    try:
+        best, score, path = run_sweep(cfg, trials=args.trials, storage=args.storage, study_name=args.study,
+                                      sampler=args.sampler)  # fmt: skip
+    except SweepInterrupted as e:
+        print(f"{e} (exit code {EXIT_INTERRUPTED}: interrupted)")
+        return EXIT_INTERRUPTED
     print(f"best val/{cfg.train.val_metric}: {score:.4f}; its config: {path}")
     print(f"train it fully: colorizer train --config {path} train.steps=...")
     return 0

@@ -19,18 +19,56 @@ The search space (log-uniform where a factor matters more than a difference):
     model.G.base_width    the config's width x {0.5, 1, 2}
     hints.no_hint_prob    uniform 0.3 .. 0.7
 The same space for `wandb sweep` is in configs/sweep.yaml.
+
+Trials are scored on held-out images: with a manifest its `val` split; with a plain folder as `data.source`
+a tenth of its images (at least one), chosen by a hash of each file's path, written to `runs/<study>/holdout.jsonl`
+and left out of every trial's training (a score on training images would reward memorizing them).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 
 from colorizer.config import Config, _deep_merge, from_dict, parse_override, save_config, to_dict
 
 log = logging.getLogger(__name__)
+
+VAL_SHARE = 0.1  # of a plain folder's images, held out for scoring the trials
+
+
+class SweepInterrupted(Exception):
+    """SIGINT/SIGTERM stopped a trial: the sweep stops too (not a RuntimeError: Optuna must not go on)."""
+
+
+def holdout_manifest(folder: str, out: Path, share: float = VAL_SHARE) -> tuple[Path, int, int]:
+    """`out`: a manifest of `folder`'s images with `share` of them (at least one) as split "val", the rest "train".
+
+    The held-out images are those whose paths inside the folder have the smallest md5: the same folder gives the
+    same split, whatever the order files are listed in. Returns (out, training images, validation images)."""
+    from colorizer.data import scan_folder
+
+    items = scan_folder(folder)
+    if len(items) < 2:
+        raise ValueError(f"data.source={folder}: a sweep needs at least 2 images (one held out for scoring)")
+
+    def draw(item) -> str:
+        return hashlib.md5(item.id.encode("utf-8")).hexdigest()
+
+    n_val = min(len(items) - 1, max(1, round(share * len(items))))
+    val = {it.id for it in sorted(items, key=draw)[:n_val]}
+    lines = [json.dumps({"path": str(Path(it.path).resolve()), "id": it.id,
+                         "split": "val" if it.id in val else "train"}) for it in items]  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    return out, len(items) - len(val), len(val)
 
 
 def sample_overrides(trial, cfg: Config) -> list[str]:
@@ -86,15 +124,29 @@ def run_sweep(
         load_if_exists=True,
     )
     metric = f"val/{cfg.train.val_metric}"
+    data = cfg.data
+    if Path(cfg.data.source).is_dir():
+        manifest, n_train, n_val = holdout_manifest(cfg.data.source, root / "holdout.jsonl")
+        log.info(
+            "data.source %s is a folder: holding out %d of its %d images (%g%%) to score the trials on (%s); "
+            "the trials train on the other %d",
+            cfg.data.source, n_val, n_train + n_val, 100 * VAL_SHARE, manifest, n_train,
+        )  # fmt: skip
+        data = replace(cfg.data, source=str(manifest), split="train", val_split="val")
 
     def objective(trial) -> float:
         overrides = sample_overrides(trial, cfg)
         trial_cfg = apply(cfg, overrides)
-        trial_cfg = replace(trial_cfg, name=f"trial-{trial.number:03d}", run_dir=str(root),
+        trial_cfg = replace(trial_cfg, name=f"trial-{trial.number:03d}", run_dir=str(root), data=data,
                             train=replace(trial_cfg.train, resume="no"))  # fmt: skip
         trial.set_user_attr("overrides", overrides)
         log.info("trial %d: %s", trial.number, " ".join(overrides))
         result = train(trial_cfg)
+        if result.interrupted:
+            raise SweepInterrupted(
+                f"sweep {study_name} stopped by a signal during trial {trial.number} (unfinished, not scored); "
+                "run the same command to continue the study"
+            )
         value = result.metrics.get(metric, math.nan)
         if not math.isfinite(value):
             raise optuna.TrialPruned(f"{metric} is {value}")

@@ -1,10 +1,13 @@
 """Random search: Optuna trials on the tiny config, and the wandb sweep file the trainer understands."""
 
+import json
+import logging
 from pathlib import Path
 
 import pytest
 import yaml
 
+from colorizer.cli import main
 from colorizer.config import load_config
 from colorizer.sweep import run_sweep
 from tests.test_train import TINY, images  # noqa: F401  (fixture)
@@ -46,3 +49,40 @@ def test_wandb_sweep_file_names_real_config_keys():
     cfg = load_config(ROOT / "configs" / "default.yaml", overrides)  # unknown keys would raise here
     assert cfg.optim.lr_G == pytest.approx(1e-5)
     assert "${args_no_hyphens}" in sweep["command"]
+
+
+@pytest.mark.slow
+def test_a_folder_sweep_scores_its_trials_on_held_out_images(images, tmp_path, caplog):  # noqa: F811
+    caplog.set_level(logging.INFO)
+    cfg = load_config(TINY, [f"data.source={images}", f"run_dir={tmp_path}", "tracking.wandb_mode=disabled",
+                             "train.steps=2", "train.val_every=2"])  # fmt: skip
+    _, _, best_path = run_sweep(cfg, trials=1)
+    manifest = tmp_path / "cpu-tiny-sweep" / "holdout.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    val = {r["id"] for r in rows if r["split"] == "val"}
+    train = {r["id"] for r in rows if r["split"] == "train"}
+    assert len(val) == 1 and len(train) == 5 and val | train == {f"{i}.png" for i in range(6)}
+    said = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith(f"data.source {images} is a folder: holding out 1 of its 6 images (10%)") for m in said
+    )
+    trial = load_config(tmp_path / "cpu-tiny-sweep" / "trial-000" / "config.yaml")
+    assert (trial.data.source, trial.data.split, trial.data.val_split) == (str(manifest), "train", "val")
+    assert any(m.startswith(f"run {tmp_path / 'cpu-tiny-sweep' / 'trial-000'}: 5 train images") for m in said)
+    assert load_config(best_path).data.source == str(images)  # the full run trains on the whole folder
+
+
+def test_an_interrupted_trial_stops_the_sweep_with_exit_75(images, tmp_path, monkeypatch, capsys):  # noqa: F811
+    from colorizer.train import TrainResult
+
+    started = []
+
+    def stopped_by_sigterm(cfg):
+        started.append(cfg.name)
+        return TrainResult(Path(cfg.run_dir) / cfg.name, 1, interrupted=True, ended_by="signal")
+
+    monkeypatch.setattr("colorizer.train.train", stopped_by_sigterm)
+    code = main(["sweep", "--config", str(TINY), "--trials", "3", f"data.source={images}", f"run_dir={tmp_path}",
+                 "tracking.wandb_mode=disabled"])  # fmt: skip
+    assert code == 75 and started == ["trial-000"]  # no further trial starts after Ctrl-C / SIGTERM
+    assert "stopped by a signal during trial 0" in capsys.readouterr().out
