@@ -275,6 +275,27 @@ def test_a_full_disk_is_one_line_leaves_no_partial_file_and_wandb_does_not_hide_
     assert any("wandb could not close its run" in m for m in messages(caplog))  # said, after the real error
 
 
+def test_a_full_disk_while_logging_names_the_file_and_the_intact_checkpoint(
+    images, tmp_path, monkeypatch, capsys
+):
+    from colorizer.tracking import Tracker
+
+    original = Tracker.log
+
+    def log(self, values, step):
+        if step == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.metrics_path))
+        return original(self, values, step)
+
+    monkeypatch.setattr(Tracker, "log", log)
+    assert main(train_args(images, tmp_path, "train.steps=8", "train.checkpoint_every=2")) == 1
+    run = tmp_path / "runs" / "cpu-tiny"
+    assert capsys.readouterr().err == (
+        f"colorizer train: disk full while writing {run / 'metrics.jsonl'}; the newest checkpoint "
+        f"{run / 'checkpoints' / 'step_0000002.pt'} is intact; free space and re-run\n"
+    )
+
+
 # ---------------------------------------------------------------- wandb history after kill -9
 
 
