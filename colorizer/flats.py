@@ -163,40 +163,45 @@ class _Hint:
     pixels: np.ndarray  # flat indices of its hint pixels off the ink
 
 
-def _hints(
-    hint_rgb: np.ndarray | None, hint_alpha: np.ndarray | None, ink: np.ndarray
-) -> tuple[list[_Hint], np.ndarray | None]:
-    """Connected painted areas (dots, strokes) and their colors; colors closer than SAME_COLOR merge."""
+def _hints(hint_rgb: np.ndarray | None, hint_alpha: np.ndarray | None, ink: np.ndarray) -> list[_Hint]:
+    """The painted pixels grouped by color: one hint per distinct color (a user's many dots of one color are one
+    intention; colors closer than SAME_COLOR are one). The colors are those painted solidly (a pixel whose eight
+    neighbours share its color); blends where two strokes overlap or where a brush edge is soft go to the nearest
+    of them, so two touching strokes stay two colors and no color is made up."""
     if hint_rgb is None or hint_alpha is None:
-        return [], None
+        return []
     painted = hint_alpha >= HINT_ALPHA
     if not painted.any():
-        return [], None
-    count, comp = cv2.connectedComponents(painted.astype(np.uint8), connectivity=8)
-    flat_comp = np.where(painted, comp, 0).ravel()
-    size = np.bincount(flat_comp, minlength=count)
-    colors = np.stack(
-        [np.bincount(flat_comp, weights=hint_rgb[..., c].ravel(), minlength=count) for c in range(3)], axis=1
-    )[1:] / np.maximum(size[1:, None], 1)
-    off_ink = (~ink).ravel()
-    # One hint per distinct color (a user's many dots of one color are one intention).
-    groups: list[tuple[np.ndarray, list[int]]] = []
-    for k, c in enumerate(colors):
-        for color, members in groups:
-            if np.abs(color - c).max() * 255 <= SAME_COLOR:
-                members.append(k + 1)
-                break
-        else:
-            groups.append((c, [k + 1]))
+        return []
+    q = np.clip(np.rint(hint_rgb * 255), 0, 255).astype(np.int32)
+    key = np.where(painted, (q[..., 0] << 16) | (q[..., 1] << 8) | q[..., 2], -1)
+    padded = np.pad(key, 1, constant_values=-1)
+    h, w = key.shape
+    solid = painted.copy()
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            solid &= padded[dy : dy + h, dx : dx + w] == key
+    source = key[solid] if solid.any() else key[painted]  # 1-px dots have no solid pixel: take them as they are
+    values, counts = np.unique(source, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    seeds: list[np.ndarray] = []
+    for v in values[order]:  # the most painted color of each group speaks for it
+        c = np.array([(v >> 16) & 255, (v >> 8) & 255, v & 255], np.int32)
+        if all(np.abs(c - s).max() > SAME_COLOR for s in seeds):
+            seeds.append(c)
+    flat = np.flatnonzero(painted.ravel())
+    colors = q.reshape(-1, 3)[flat]
+    dist = np.stack([np.abs(colors - s).max(axis=1) for s in seeds], axis=1)
+    nearest = np.argmin(dist, axis=1)
+    off_ink = ~ink.ravel()[flat]
     hints = []
-    id_map = np.zeros(count, np.int32)
-    for g, (color, members) in enumerate(groups):
-        id_map[members] = g + 1
-        where = np.isin(flat_comp, members) & off_ink
-        if not where.any():
-            where = np.isin(flat_comp, members)
-        hints.append(_Hint(np.asarray(color, np.float64), np.flatnonzero(where)))
-    return hints, id_map[comp]
+    for g, seed in enumerate(seeds):
+        mine = nearest == g
+        close = mine & (dist[:, g] <= SAME_COLOR)  # the color: the mean of what was painted as it
+        color = colors[close].mean(axis=0) if close.any() else seed.astype(np.float64)
+        where = flat[mine & off_ink] if (mine & off_ink).any() else flat[mine]
+        hints.append(_Hint(np.asarray(color, np.float64) / 255.0, where))
+    return hints
 
 
 def _split(region: np.ndarray, dist: np.ndarray, markers: list[np.ndarray]) -> np.ndarray:
@@ -289,7 +294,7 @@ def fill(
     paper_color = np.asarray(background if background is not None else (1.0, 1.0, 1.0), np.float64)
     colors[regions.paper] = paper_color
     out_labels = labels
-    hints, _ = _hints(hint_rgb, hint_alpha, regions.ink)
+    hints = _hints(hint_rgb, hint_alpha, regions.ink)
     if hints:
         flat_labels = labels.ravel()
         per_region: dict[int, list[int]] = {}

@@ -114,6 +114,28 @@ def test_two_hint_colors_in_one_region_split_it_at_its_narrowest_passage():
     assert all(de(out[y, x], BLUE) < 3 for y, x in [(20, 160), (100, 240), (60, 160), (20, 240)])
 
 
+def test_two_strokes_of_different_colors_that_touch_stay_two_colors():
+    """A red stroke up to a wall and a yellow one from it, overlapping on the wall with a soft edge (a blend
+    where they meet): each room takes its stroke's color exactly, neither the orange nobody painted."""
+    lines = paper(120, 260)
+    cv2.rectangle(lines, (10, 10), (250, 110), 0.0, 2)
+    cv2.line(lines, (127, 10), (127, 110), 0.0, 6)  # the wall: x 124..130
+    yellow = (0.99, 0.77, 0.1)
+    rgb = np.zeros((120, 260, 3), np.float32)
+    alpha = np.zeros((120, 260), np.float32)
+    cv2.line(rgb, (60, 60), (124, 60), RED, 9)
+    cv2.line(alpha, (60, 60), (124, 60), 1.0, 9)
+    cover = np.zeros_like(alpha)
+    cv2.line(cover, (130, 60), (200, 60), 1.0, 9)
+    cover = cv2.GaussianBlur(cover, (5, 5), 1.5)[..., None]  # a soft brush edge over the red
+    over = cover + alpha[..., None] * (1 - cover)  # yellow painted over red (not premultiplied)
+    rgb = (np.asarray(yellow, np.float32) * cover + rgb * alpha[..., None] * (1 - cover)) / np.maximum(over, 1e-6)
+    alpha = over[..., 0]
+    out = flats.fill(flats.segment(lines), np.full((120, 260, 3), 0.5, np.float32), rgb, alpha)
+    assert all(de(out[y, x], RED) < 1 for y, x in [(20, 20), (100, 110), (60, 118)])
+    assert all(de(out[y, x], yellow) < 1 for y, x in [(20, 140), (100, 240), (60, 136)])
+
+
 def test_the_frame_closes_a_figure_cut_by_the_edge_of_the_picture():
     lines = paper(160, 200)
     cv2.line(lines, (60, 159), (60, 80), 0.0, 2)  # a bust's two sides, running off the bottom edge
