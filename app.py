@@ -833,6 +833,11 @@ def build_app(
             return gr.skip(), gr.skip(), *([gr.skip()] * 3)
         return image if image is not None else gr.skip(), status, *downloads(files)
 
+    # gradio injects SelectData and Request by the parameters' types; with postponed annotations (and gradio
+    # imported here, not at module level) it would see only strings, so the types are given as objects
+    on_example.__annotations__["evt"] = gr.SelectData
+    on_live.__annotations__["request"] = gr.Request
+
     def set_brush(color):
         return gr.update(
             brush=gr.Brush(
@@ -917,7 +922,7 @@ def build_app(
             "(click one to open it)", columns=8, height=170, allow_preview=False, object_fit="contain",
             elem_id="examples", visible=bool(examples), interactive=False,
         )  # fmt: skip
-        with gr.Accordion("Settings", open=False):
+        with gr.Accordion("Settings", open=False, elem_id="settings"):
             with gr.Row():
                 resolution = gr.Dropdown(
                     choices=[("auto: the scale the model was trained at", RES_AUTO)]
@@ -980,6 +985,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument(
+        "--live",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the Live checkbox's default: auto (on when the model colors 512 px within "
+        f"{LIVE_MAX_SECONDS:g} s here), on or off",
+    )
     return parser.parse_args(argv)
 
 
@@ -989,7 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own startup probes
 
     model_dirs = find_models(args.model)
-    demo = build_app(model_dirs)
+    demo = build_app(model_dirs, live={"auto": None, "on": True, "off": False}[args.live])
     log.info(
         "model: %s",
         ", ".join(map(str, model_dirs)) if model_dirs else "none (the page says how to get one)",

@@ -104,9 +104,10 @@ def test_diagnostics_off_records_nothing(images, tmp_path):  # noqa: F811
 
 
 def test_validation_metrics_best_checkpoint_and_early_stopping(images, tmp_path):  # noqa: F811
-    # lr 0: nothing improves after the first validation, so patience 2 stops after the third
+    # lr 1e-30 (an update far below float32 resolution): nothing improves after the first validation, so patience 2
+    # stops after the third
     cfg = tiny(images, tmp_path, "train.steps=40", "train.val_every=2", "train.early_stop_patience=2",
-               "optim.lr_G=0", "optim.lr_D=0", "train.checkpoint_every=100", "train.val_metric=psnr")  # fmt: skip
+               "optim.lr_G=1e-30", "optim.lr_D=1e-30", "train.checkpoint_every=100", "train.val_metric=psnr")  # fmt: skip
     result = train(cfg)
     assert result.early_stopped and result.step == 6
     val = [r for r in read_metrics(result.run_dir) if "val/psnr" in r]
