@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("work", type=Path, help="the work folder of scripts/demo_model.sh")
     p.add_argument("--model", type=Path, default=None, help="exported model (default WORK/models/demo)")
     p.add_argument("--out", type=Path, default=ROOT / "weights")
+    p.add_argument("--machine", default="2-core AMD EPYC, nothing else running", help="where and how it trained")
     args = p.parse_args(argv)
     model = args.model or args.work / "models" / "demo"
     info = json.loads((model / "model.json").read_text())
@@ -78,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             "and giving back exactly the colors you dab on; icons, clip art, simple cartoons with closed outlines."
         ),
         "bad_at": (
-            "Choosing colors by itself: without hints it mostly picks muted, warm colors. Outlines left open "
-            "(hair strands, sketchy lines) give areas that run together; the Soft mode smudges past the lines."
+            "Choosing colors by itself: without hints its guesses are often wrong (a grey apple, a pale tree), so "
+            "give it a dab of color where it matters. Outlines left open (a head drawn with gaps, hair strands, "
+            "sketchy lines) make an area part of the paper, which Flat keeps white: use Soft there. Soft smudges "
+            "past the lines."
         ),
         "how": (
             f"{minutes} minutes of training on one 2-core CPU ({t['step']:,} steps of 8 crops of 128x128 px), "
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "time": {
             "train_minutes": minutes,
             "steps": t["step"],
-            "machine": "2-core AMD EPYC, nothing else running",
+            "machine": args.machine,
         },
         "evaluation": evals,
     }
