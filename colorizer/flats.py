@@ -181,7 +181,8 @@ def _hints(hint_rgb: np.ndarray | None, hint_alpha: np.ndarray | None, ink: np.n
     for dy in (0, 1, 2):
         for dx in (0, 1, 2):
             solid &= padded[dy : dy + h, dx : dx + w] == key
-    source = key[solid] if solid.any() else key[painted]  # 1-px dots have no solid pixel: take them as they are
+    # 1-px dots have no solid pixel: take them as they are
+    source = key[solid] if solid.any() else key[painted]
     values, counts = np.unique(source, return_counts=True)
     order = np.argsort(-counts, kind="stable")
     seeds: list[np.ndarray] = []

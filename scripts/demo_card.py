@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("work", type=Path, help="the work folder of scripts/demo_model.sh")
     p.add_argument("--model", type=Path, default=None, help="exported model (default WORK/models/demo)")
     p.add_argument("--out", type=Path, default=ROOT / "weights")
-    p.add_argument("--machine", default="2-core AMD EPYC, nothing else running", help="where and how it trained")
+    p.add_argument(
+        "--machine", default="2-core AMD EPYC, nothing else running", help="where and how it trained"
+    )
     args = p.parse_args(argv)
     model = args.model or args.work / "models" / "demo"
     info = json.loads((model / "model.json").read_text())

@@ -470,7 +470,8 @@ def _paint_stroke(
     """One short stroke in the editor with `tool` ("Brush" or "Erase"), `length` of the width long, at a share of
     the sketch (`image_size` given) or of the canvas. The pointer comes in over the canvas first, as a hand does."""
     page.locator("#editor").get_by_role("button", name=tool, exact=True).click()
-    time.sleep(1)  # the editor takes the brush's color a moment after the tool opens (a person is never this fast)
+    # the editor takes the brush's color a moment after the tool opens (a person is never this fast)
+    time.sleep(1)
     box = _image_box(page, image_size) if image_size else page.locator("#editor canvas").first.bounding_box()
     assert box is not None
     x, y = box["x"] + box["width"] * at[0], box["y"] + box["height"] * at[1]
@@ -626,7 +627,8 @@ def test_stand_in_model_gets_the_sketch_hints_and_settings(artifacts_dir):
                 assert len(model.calls) > n and model.calls[-1][1] == (340, 261)
                 hints = np.asarray(model.last_hints.convert("RGBA")).astype(int)
                 painted = hints[..., 3] > 200
-                assert painted.any() and (np.abs(hints[painted][:, :3] - (47, 158, 68)).max(axis=1) < 40).any()
+                green = np.abs(hints[painted][:, :3] - (47, 158, 68)).max(axis=1) < 40
+                assert painted.any() and green.any()
                 _expect_color_in_result(page, (47, 158, 68))
 
                 # Soft mode, hints ignored, another resolution: each reaches the model.
@@ -834,7 +836,9 @@ def test_the_shipped_model_in_the_browser_obeys_painted_hints(artifacts_dir):
             expect(status).to_contain_text("with your hints", timeout=60_000)
             time.sleep(4)  # the last stroke's request: the newest wins
             src = page.locator("#result img").get_attribute("src")
-            with urllib.request.urlopen(src if src.startswith("http") else url.rstrip("/") + src, timeout=30) as r:
+            with urllib.request.urlopen(
+                src if src.startswith("http") else url.rstrip("/") + src, timeout=30
+            ) as r:
                 result = np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB")).astype(int)
             page.screenshot(path=str(artifacts_dir / "app-readme.png"))
             h, w = result.shape[:2]

@@ -129,7 +129,8 @@ def test_two_strokes_of_different_colors_that_touch_stay_two_colors():
     cv2.line(cover, (130, 60), (200, 60), 1.0, 9)
     cover = cv2.GaussianBlur(cover, (5, 5), 1.5)[..., None]  # a soft brush edge over the red
     over = cover + alpha[..., None] * (1 - cover)  # yellow painted over red (not premultiplied)
-    rgb = (np.asarray(yellow, np.float32) * cover + rgb * alpha[..., None] * (1 - cover)) / np.maximum(over, 1e-6)
+    painted = np.asarray(yellow, np.float32) * cover + rgb * alpha[..., None] * (1 - cover)
+    rgb = painted / np.maximum(over, 1e-6)
     alpha = over[..., 0]
     out = flats.fill(flats.segment(lines), np.full((120, 260, 3), 0.5, np.float32), rgb, alpha)
     assert all(de(out[y, x], RED) < 1 for y, x in [(20, 20), (100, 110), (60, 118)])
