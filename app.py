@@ -793,15 +793,21 @@ def build_app(
         if ref is None:  # refused: keep whatever the sketch area holds
             if current is not None:
                 status += f"\n\nThe sketch area still holds the previous sketch, `{current.name}`."
-            return gr.skip(), gr.update(value=None), status, gr.skip()
+            return gr.skip(), gr.update(value=None), status, gr.skip(), False
         # the sketch goes into the editor, which takes the drop zone's place
-        return gr.update(value=editor_value, visible=True), gr.update(value=None, visible=False), status, ref
+        return (
+            gr.update(value=editor_value, visible=True),
+            gr.update(value=None, visible=False),
+            status,
+            ref,
+            True,
+        )
 
     def on_example(evt: gr.SelectData):
         examples = example_files()
         index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
         if not 0 <= index < len(examples):
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), False
         return on_open(str(examples[index]), None, examples[index].name)
 
     def on_clear():
@@ -833,10 +839,17 @@ def build_app(
             return gr.skip(), gr.skip(), *([gr.skip()] * 3)
         return image if image is not None else gr.skip(), status, *downloads(files)
 
+    def on_opened_live(value, no_hints, mode, resolution, background, ref, live_now, opened_now, request):
+        """Live coloring right after a sketch was opened; nothing when it was refused (its sentence stays)."""
+        if not opened_now:
+            return gr.skip(), gr.skip(), *([gr.skip()] * 3)
+        return on_live(value, no_hints, mode, resolution, background, ref, live_now, request)
+
     # gradio injects SelectData and Request by the parameters' types; with postponed annotations (and gradio
     # imported here, not at module level) it would see only strings, so the types are given as objects
     on_example.__annotations__["evt"] = gr.SelectData
     on_live.__annotations__["request"] = gr.Request
+    on_opened_live.__annotations__["request"] = gr.Request
 
     def set_brush(color):
         return gr.update(
@@ -852,6 +865,7 @@ def build_app(
             elem_id="intro",
         )
         sketch_ref = gr.State(None)
+        opened_ok = gr.State(False)  # whether the last file or example opened (a refused one is not colored)
         with gr.Row(equal_height=False):
             with gr.Column(scale=6, min_width=360):
                 # One sketch area: a drop zone until a sketch is open, then the editor in its place.
@@ -938,7 +952,7 @@ def build_app(
 
         outputs = [result, status, dl_colored, dl_flats, dl_lines]
         settings = [editor, no_hints, mode, resolution, background, sketch_ref]
-        opened = [editor, drop, status, sketch_ref]
+        opened = [editor, drop, status, sketch_ref, opened_ok]
         live_args = dict(
             inputs=[*settings, live], outputs=outputs, show_progress="hidden", concurrency_limit=None
         )
@@ -951,9 +965,10 @@ def build_app(
             gallery.select(on_example, inputs=None, outputs=opened, show_progress="minimal", api_name=False),
         ]  # fmt: skip
         for event in new_sketch:
-            event.then(on_live, **live_args, js=START_CLOCK_JS, api_name=False).then(
-                None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS
-            )
+            event.then(
+                on_opened_live, inputs=[*settings, live, opened_ok], outputs=outputs, show_progress="hidden",
+                concurrency_limit=None, js=START_CLOCK_JS, api_name=False,
+            ).then(None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS)  # fmt: skip
         # clearing empties the editor's value too: a Colorize click right after must not send the cleared sketch
         editor.clear(on_clear, outputs=[editor, drop, sketch_ref, status], api_name=False)
         button.click(
@@ -966,9 +981,15 @@ def build_app(
             [editor.input, mode.change, no_hints.change, background.change, resolution.change, live.change],
             on_live, **live_args, api_name=False, trigger_mode="always_last", js=LIVE_START_JS,
         ).then(None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS)  # fmt: skip
-        picker.change(set_brush, inputs=[picker], outputs=[editor], api_name=False, show_progress="hidden")
-        for i, swatch in enumerate(swatches):
-            swatch.click(lambda c=HINT_COLORS[i]: c, outputs=[picker], api_name=False, show_progress="hidden")
+        # The brush color must change at once, even while a colorization holds the queue: the swatch sets the picker
+        # in the page, and the brush update skips the queue (it only sends the editor its new brush).
+        picker.change(
+            set_brush, inputs=[picker], outputs=[editor], api_name=False, show_progress="hidden", queue=False
+        )
+        for color, swatch in zip(HINT_COLORS, swatches, strict=True):
+            swatch.click(
+                None, outputs=[picker], js=f"() => '{color}'", api_name=False, show_progress="hidden"
+            )
     demo.queue(default_concurrency_limit=1)  # uploads and examples: one at a time each; colorize: see Gate
     return demo
 

@@ -439,9 +439,9 @@ VIEWPORT = {"width": 1366, "height": 768}  # a laptop: everything needed must fi
 def _open_file(page, path: Path) -> None:
     """Open a sketch: the drop zone while the sketch area is empty, else "Open another sketch"."""
     drop = page.locator("#sketch-drop input[type=file]")
-    if page.locator("#sketch-drop").is_visible():
+    if page.locator("#sketch-drop").is_visible() and drop.count():
         drop.set_input_files(str(path))
-    else:
+    else:  # (the drop zone, shown again after Clear, can take a moment to offer its file input)
         page.locator("input[data-testid='Open another sketch-upload-button']").set_input_files(str(path))
 
 
