@@ -798,6 +798,9 @@ def test_every_refusal_is_a_sentence_in_the_status_line(tiny_app, tmp_path, cat,
 
             _open_file(page, cat)
             expect(status).to_contain_text("Colored in", timeout=60_000)
+            # Opening a sketch colors it twice (after the upload, and on the editor's input event as the sketch
+            # lands in it); let the second finish, or its status line would replace the refusal's below.
+            time.sleep(3)
             _open_file(page, bad_file(tmp_path, "truncated_png"))  # refused, and the cat stays
             expect(status).to_contain_text("is damaged or incomplete", timeout=30_000)
             expect(status).to_contain_text("still holds the previous sketch, cat_landscape.png")
