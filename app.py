@@ -522,6 +522,20 @@ def split_editor(value: dict | None) -> tuple[Image.Image | None, Image.Image | 
     return sketch, hints
 
 
+def _live_key(value: dict, *settings: Any) -> tuple:
+    """What a live result depends on: the sketch's pixels, the painted hints' pixels and the settings."""
+    import hashlib
+
+    sketch, hints = split_editor(value)
+    digest = hashlib.blake2b(digest_size=16)
+    for im in (sketch, hints):
+        if im is not None:
+            digest.update(repr(im.size).encode())
+            digest.update(im.tobytes())
+    ref = settings[-1]
+    return (digest.hexdigest(), *settings[:-1], getattr(ref, "path", None))
+
+
 def no_model_status(state: ModelState) -> str:
     reason = f" {state.detail}" if state.detail and state.model_dirs else ""
     return (
@@ -780,6 +794,7 @@ def build_app(
     live_on = live_default(state) if live is None else live
     gate = Gate()
     live_tokens: dict[str, int] = {}
+    live_done: dict[str, tuple] = {}  # per session: what the newest live request colored
     tokens_lock = threading.Lock()
 
     def downloads(files: list[str]) -> list:
@@ -829,8 +844,14 @@ def build_app(
         if not live_now or value is None or value.get("background") is None:
             return gr.skip(), gr.skip(), *([gr.skip()] * 3)
         session = getattr(request, "session_hash", None) or "?"
-        with tokens_lock:  # the newest request of a session wins: older ones return nothing
-            token = live_tokens[session] = live_tokens.get(session, 0) + 1
+        key = _live_key(value, no_hints, mode, resolution, background, ref)
+        with tokens_lock:
+            # The same sketch, hints and settings as the last live result: nothing to do (opening a sketch reaches
+            # here twice: after the upload, and on the editor's input event as the sketch lands in it).
+            if live_done.get(session) == key:
+                return gr.skip(), gr.skip(), *([gr.skip()] * 3)
+            live_done[session] = key
+            token = live_tokens[session] = live_tokens.get(session, 0) + 1  # the newest request wins
         image, status, files = colorize_request(
             state, value, bool(no_hints), resolution, ref, mode=mode, background=background_choice(background),
             out_dir=out_dir(), gate=gate,

@@ -617,6 +617,8 @@ def test_stand_in_model_gets_the_sketch_hints_and_settings(artifacts_dir):
                 expect(page.locator("#editor")).to_be_visible()
                 expect(page.locator("#sketch-drop")).to_be_hidden()
                 assert model.calls[-1] == ((340, 261), None, None, "flat", None)
+                time.sleep(2)
+                assert len(model.calls) == 1  # colored once (the editor's input event as it lands adds nothing)
 
                 # The green swatch, then one stroke: a new result with no click.
                 page.locator("#swatch-4").click()
@@ -798,9 +800,6 @@ def test_every_refusal_is_a_sentence_in_the_status_line(tiny_app, tmp_path, cat,
 
             _open_file(page, cat)
             expect(status).to_contain_text("Colored in", timeout=60_000)
-            # Opening a sketch colors it twice (after the upload, and on the editor's input event as the sketch
-            # lands in it); let the second finish, or its status line would replace the refusal's below.
-            time.sleep(3)
             _open_file(page, bad_file(tmp_path, "truncated_png"))  # refused, and the cat stays
             expect(status).to_contain_text("is damaged or incomplete", timeout=30_000)
             expect(status).to_contain_text("still holds the previous sketch, cat_landscape.png")
