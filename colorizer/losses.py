@@ -86,6 +86,14 @@ class PerceptualLoss(nn.Module):
         return super().train(False)  # batch norms keep their ImageNet statistics
 
     def forward(self, fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if fake.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # On CPUs this network's depthwise convolutions run faster in float32 than under bf16 autocast
+            # (BENCHMARKS.md, training step); on GPUs autocast stays on.
+            with torch.autocast("cpu", enabled=False):
+                return self._distance(fake.float(), target.float())
+        return self._distance(fake, target)
+
+    def _distance(self, fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.downsample > 1:
             fake = F.avg_pool2d(fake, self.downsample)
             target = F.avg_pool2d(target, self.downsample)

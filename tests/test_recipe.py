@@ -63,6 +63,23 @@ def test_perceptual_loss_uses_the_shipped_imagenet_weights_and_sees_structure():
     assert loss(flat, img).item() > 3 * loss(noisy, img).item()
 
 
+def test_perceptual_loss_runs_in_float32_under_cpu_autocast():
+    """On the CPU the loss network leaves bf16 autocast (faster there, and exact): the same value as without it,
+    and the gradient reaches a bf16 output."""
+    loss = PerceptualLoss(pretrained=False)
+    torch.manual_seed(0)
+    fake, target = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    plain = loss(fake, target)
+    out = fake.to(torch.bfloat16).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss(out, target)
+    assert mixed.dtype == torch.float32
+    assert mixed.item() == pytest.approx(loss(out.detach().float(), target).item(), rel=1e-6)
+    assert mixed.item() == pytest.approx(plain.item(), rel=2e-2)  # bf16 rounding of the input only
+    mixed.backward()
+    assert out.grad is not None and out.grad.abs().sum() > 0
+
+
 def test_ema_warms_up_then_holds_its_decay():
     assert ema_beta(1, 0.999) == pytest.approx(2 / 11)
     assert ema_beta(100, 0.999) == pytest.approx(101 / 110)
