@@ -523,14 +523,13 @@ def split_editor(value: dict | None) -> tuple[Image.Image | None, Image.Image | 
 
 
 def _live_key(value: dict, *settings: Any) -> tuple:
-    """What a live result depends on: the sketch's pixels, the painted hints' pixels and the settings."""
+    """What a live result depends on: the editor's pixels (the sketch and the painted layers) and the settings."""
     import hashlib
 
-    sketch, hints = split_editor(value)
     digest = hashlib.blake2b(digest_size=16)
-    for im in (sketch, hints):
+    for im in [value.get("background"), *(value.get("layers") or [])]:
         if im is not None:
-            digest.update(repr(im.size).encode())
+            digest.update(f"{im.mode} {im.size}".encode())
             digest.update(im.tobytes())
     ref = settings[-1]
     return (digest.hexdigest(), *settings[:-1], getattr(ref, "path", None))
@@ -808,21 +807,15 @@ def build_app(
         if ref is None:  # refused: keep whatever the sketch area holds
             if current is not None:
                 status += f"\n\nThe sketch area still holds the previous sketch, `{current.name}`."
-            return gr.skip(), gr.update(value=None), status, gr.skip(), False
+            return gr.skip(), gr.update(value=None), status, gr.skip()
         # the sketch goes into the editor, which takes the drop zone's place
-        return (
-            gr.update(value=editor_value, visible=True),
-            gr.update(value=None, visible=False),
-            status,
-            ref,
-            True,
-        )
+        return gr.update(value=editor_value, visible=True), gr.update(value=None, visible=False), status, ref
 
     def on_example(evt: gr.SelectData):
         examples = example_files()
         index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
         if not 0 <= index < len(examples):
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), False
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return on_open(str(examples[index]), None, examples[index].name)
 
     def on_clear():
@@ -847,7 +840,8 @@ def build_app(
         key = _live_key(value, no_hints, mode, resolution, background, ref)
         with tokens_lock:
             # The same sketch, hints and settings as the last live result: nothing to do (opening a sketch reaches
-            # here twice: after the upload, and on the editor's input event as the sketch lands in it).
+            # here twice: after the upload, and on the editor's input event as the sketch lands in it; a refused
+            # file reaches it with the previous sketch, whose result and the refusal's sentence stay).
             if live_done.get(session) == key:
                 return gr.skip(), gr.skip(), *([gr.skip()] * 3)
             live_done[session] = key
@@ -860,17 +854,10 @@ def build_app(
             return gr.skip(), gr.skip(), *([gr.skip()] * 3)
         return image if image is not None else gr.skip(), status, *downloads(files)
 
-    def on_opened_live(value, no_hints, mode, resolution, background, ref, live_now, opened_now, request):
-        """Live coloring right after a sketch was opened; nothing when it was refused (its sentence stays)."""
-        if not opened_now:
-            return gr.skip(), gr.skip(), *([gr.skip()] * 3)
-        return on_live(value, no_hints, mode, resolution, background, ref, live_now, request)
-
     # gradio injects SelectData and Request by the parameters' types; with postponed annotations (and gradio
     # imported here, not at module level) it would see only strings, so the types are given as objects
     on_example.__annotations__["evt"] = gr.SelectData
     on_live.__annotations__["request"] = gr.Request
-    on_opened_live.__annotations__["request"] = gr.Request
 
     def set_brush(color):
         return gr.update(
@@ -886,7 +873,6 @@ def build_app(
             elem_id="intro",
         )
         sketch_ref = gr.State(None)
-        opened_ok = gr.State(False)  # whether the last file or example opened (a refused one is not colored)
         with gr.Row(equal_height=False):
             with gr.Column(scale=6, min_width=360):
                 # One sketch area: a drop zone until a sketch is open, then the editor in its place.
@@ -973,7 +959,7 @@ def build_app(
 
         outputs = [result, status, dl_colored, dl_flats, dl_lines]
         settings = [editor, no_hints, mode, resolution, background, sketch_ref]
-        opened = [editor, drop, status, sketch_ref, opened_ok]
+        opened = [editor, drop, status, sketch_ref]
         live_args = dict(
             inputs=[*settings, live], outputs=outputs, show_progress="hidden", concurrency_limit=None
         )
@@ -986,10 +972,9 @@ def build_app(
             gallery.select(on_example, inputs=None, outputs=opened, show_progress="minimal", api_name=False),
         ]  # fmt: skip
         for event in new_sketch:
-            event.then(
-                on_opened_live, inputs=[*settings, live, opened_ok], outputs=outputs, show_progress="hidden",
-                concurrency_limit=None, js=START_CLOCK_JS, api_name=False,
-            ).then(None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS)  # fmt: skip
+            event.then(on_live, **live_args, js=START_CLOCK_JS, api_name=False).then(
+                None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS
+            )
         # clearing empties the editor's value too: a Colorize click right after must not send the cleared sketch
         editor.clear(on_clear, outputs=[editor, drop, sketch_ref, status], api_name=False)
         button.click(

@@ -184,12 +184,14 @@ def _hints(hint_rgb: np.ndarray | None, hint_alpha: np.ndarray | None, ink: np.n
     # 1-px dots have no solid pixel: take them as they are
     source = key[solid] if solid.any() else key[painted]
     values, counts = np.unique(source, return_counts=True)
-    order = np.argsort(-counts, kind="stable")
+    values = values[np.argsort(-counts, kind="stable")]
+    candidates = np.stack([(values >> 16) & 255, (values >> 8) & 255, values & 255], axis=1)
     seeds: list[np.ndarray] = []
-    for v in values[order]:  # the most painted color of each group speaks for it
-        c = np.array([(v >> 16) & 255, (v >> 8) & 255, v & 255], np.int32)
-        if all(np.abs(c - s).max() > SAME_COLOR for s in seeds):
-            seeds.append(c)
+    left = np.ones(len(candidates), bool)
+    while left.any():  # the most painted color of each group speaks for it; its near colors join it
+        seed = candidates[np.argmax(left)]
+        seeds.append(seed)
+        left &= np.abs(candidates - seed).max(axis=1) > SAME_COLOR
     flat = np.flatnonzero(painted.ravel())
     colors = q.reshape(-1, 3)[flat]
     dist = np.stack([np.abs(colors - s).max(axis=1) for s in seeds], axis=1)

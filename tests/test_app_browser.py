@@ -470,8 +470,7 @@ def _paint_stroke(
     """One short stroke in the editor with `tool` ("Brush" or "Erase"), `length` of the width long, at a share of
     the sketch (`image_size` given) or of the canvas. The pointer comes in over the canvas first, as a hand does."""
     page.locator("#editor").get_by_role("button", name=tool, exact=True).click()
-    # the editor takes the brush's color a moment after the tool opens (a person is never this fast)
-    time.sleep(1)
+    time.sleep(1)  # the tool opens (a person is never faster than this)
     box = _image_box(page, image_size) if image_size else page.locator("#editor canvas").first.bounding_box()
     assert box is not None
     x, y = box["x"] + box["width"] * at[0], box["y"] + box["height"] * at[1]
@@ -618,7 +617,8 @@ def test_stand_in_model_gets_the_sketch_hints_and_settings(artifacts_dir):
                 expect(page.locator("#sketch-drop")).to_be_hidden()
                 assert model.calls[-1] == ((340, 261), None, None, "flat", None)
                 time.sleep(2)
-                assert len(model.calls) == 1  # colored once (the editor's input event as it lands adds nothing)
+                # colored once (the editor's input event as the sketch lands adds nothing)
+                assert len(model.calls) == 1
 
                 # The green swatch, then one stroke: a new result with no click.
                 page.locator("#swatch-4").click()

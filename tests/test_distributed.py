@@ -5,7 +5,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import torch.multiprocessing as mp
 from colorizer.config import load_config
 from colorizer.data import EpochSampler
 from colorizer.train import Trainer
-from tests.test_train import TINY, images  # noqa: F401  (fixture)
+from tests.test_train import TINY, images, wait_for_metrics  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -109,10 +108,7 @@ def test_sigterm_under_colorizer_torchrun_checkpoints_and_exits_75_without_a_tra
                                                       "train.sample_every=100000")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    metrics = tmp_path / "cpu-tiny" / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
-        time.sleep(0.2)
+    wait_for_metrics(tmp_path / "cpu-tiny" / "metrics.jsonl", timeout_s=240)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err[-3000:]

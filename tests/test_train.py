@@ -50,6 +50,13 @@ def stop_at(trainer: Trainer, step: int) -> None:
     trainer.train_step = wrapped
 
 
+def wait_for_metrics(metrics: Path, lines: int = 3, timeout_s: float = 120) -> None:
+    """Wait until a run in another process has logged `lines` lines to `metrics` (or `timeout_s` passed)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < lines):
+        time.sleep(0.2)
+
+
 def assert_same_state(a: dict, b: dict, path: str = "") -> None:
     assert a.keys() == b.keys(), path
     for k in a:
@@ -159,10 +166,7 @@ def test_sigterm_writes_checkpoint_and_exits_cleanly(images, tmp_path):
            f"run_dir={run_dir}", "tracking.wandb_mode=disabled", "train.steps=100000",
            "train.checkpoint_every=100000", "train.sample_every=100000", "train.val_every=100000"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metrics = run_dir / "cpu-tiny" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
-        time.sleep(0.2)
+    wait_for_metrics(run_dir / "cpu-tiny" / "metrics.jsonl")
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 75, out  # interrupted, checkpoint written: `&& colorizer export` does not run
