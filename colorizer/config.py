@@ -72,6 +72,12 @@ class LineartConfig:
     noise_prob: float = 0.3
     noise_std_max: float = 0.04  # in [0, 1] intensity units
     blur_prob: float = 0.2  # slight blur of the lines (scanned/soft pencil look)
+    # Spotted blacks: areas of the color image darker than `dark_fill_below` (luma in [0, 1]) become solid ink,
+    # as inkers fill black hair and shadows. XDoG and dilate-difference leave any flat area white, dark or not,
+    # so without this the model learns that an empty region may be near-black and guesses dark colors for
+    # the empty regions of real line art, where dark areas are drawn filled.
+    dark_fill_prob: float = 0.9
+    dark_fill_below: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -258,7 +264,7 @@ _NON_NEGATIVE = {
 _SHARES = (  # in [0, 1]
     "data.max_bad_files_share", "hints.no_hint_prob", "hints.stroke_prob", "hints.drop_range",
     "lineart.binarize_prob", "lineart.noise_prob", "lineart.blur_prob", "lineart.intensity_range",
-    "optim.decay_start_frac",
+    "lineart.dark_fill_prob", "lineart.dark_fill_below", "optim.decay_start_frac",
 )  # fmt: skip
 _DECAYS = ("train.ema_decay", "optim.betas", "model.G.dropout")  # in [0, 1)
 _LOW_HIGH = (

@@ -96,10 +96,17 @@ def dilate_difference(image: np.ndarray, *, kernel_px: int = 3) -> np.ndarray:
     return (1.0 - diff).astype(np.float32)
 
 
+def dark_fills(image: np.ndarray, *, below: float = 0.2) -> np.ndarray:
+    """Solid ink where the image is dark: `(H, W) float32`, 0 where the (slightly smoothed) luma is under
+    `below`, 1 elsewhere. Thin dark strokes are left to the line extractors; areas keep their shape."""
+    grey = cv2.GaussianBlur(to_grey(image), (0, 0), sigmaX=1.0)
+    return (grey >= below).astype(np.float32)
+
+
 def random_lineart(image: np.ndarray, rng: np.random.Generator, cfg: LineartConfig) -> np.ndarray:
     """A randomized extractor per sample: `(H, W, 3) uint8` -> `(H, W) float32 in [0, 1]`.
 
-    Picks XDoG or dilate-difference by weight, then jitters ink darkness, adds noise, blur and
+    Picks XDoG or dilate-difference by weight, fills dark areas with ink (`dark_fill_prob`), then jitters ink darkness, adds noise, blur and
     Otsu binarization with the configured probabilities. Deterministic for a given `rng` state.
     """
     total = cfg.xdog_weight + cfg.dilate_weight
@@ -113,6 +120,8 @@ def random_lineart(image: np.ndarray, rng: np.random.Generator, cfg: LineartConf
     else:
         kernel = int(rng.choice(cfg.dilate_kernels))
         lines = dilate_difference(image, kernel_px=kernel)
+    if cfg.dark_fill_prob > 0 and rng.random() < cfg.dark_fill_prob:
+        lines = np.minimum(lines, dark_fills(image, below=cfg.dark_fill_below))
 
     if rng.random() < cfg.blur_prob:
         lines = cv2.GaussianBlur(lines, (0, 0), sigmaX=float(rng.uniform(0.4, 0.8)))

@@ -48,6 +48,20 @@ def test_xdog_outlines_color_regions():
     assert lines[:, :30].min() == 1.0
 
 
+def test_dark_areas_become_solid_ink_as_inkers_fill_them():
+    # a black-haired figure: XDoG alone leaves the dark area white (an empty region, like a light one), so a
+    # model trained on it learns that empty regions may be near-black; real line art fills them with ink
+    img = np.full((64, 96, 3), 240, np.uint8)
+    img[16:48, 10:40] = (20, 20, 30)  # dark fill
+    img[16:48, 56:86] = (250, 200, 170)  # light fill (skin)
+    assert xdog(img, sigma=0.5)[24:40, 18:32].min() == 1.0
+    filled = random_lineart(img, np.random.default_rng(0), LineartConfig(dark_fill_prob=1.0))
+    assert filled[24:40, 18:32].max() < 0.5  # inside the dark area: ink
+    assert filled[24:40, 64:78].min() > 0.9  # inside the light area: paper
+    unfilled = random_lineart(img, np.random.default_rng(0), LineartConfig(dark_fill_prob=0.0))
+    assert unfilled[24:40, 18:32].min() > 0.5
+
+
 def test_binarize_gives_two_levels():
     soft = xdog(make_drawing(96, 160), phi=10.0)
     assert len(np.unique(soft)) > 2
