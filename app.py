@@ -692,12 +692,15 @@ def colorize_request(
             log.warning("could not write the downloads: %s", e)
     w, h = sketch.size
     nh, nw = getattr(layers, "network_hw", (h, w))
+    views = getattr(layers, "views", 1)
+    averaged = f" ({views} views averaged)" if views > 1 else ""
     hint_note = "with your hints" if hints is not None else "without hints"
     what = f"`{name}`, " if name else ""
     look = "flat colors" if color_mode == "flat" else "soft colors"
     return (
         out,
-        (f"Colored in {seconds:.1f} s, {hint_note} ({look}): {what}{w}x{h} px, the network at {nw}x{nh}."),
+        f"Colored in {seconds:.1f} s, {hint_note} ({look}): {what}{w}x{h} px, "
+        f"the network at {nw}x{nh}{averaged}.",
         files,
     )
 

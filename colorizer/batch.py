@@ -64,6 +64,7 @@ def colorize_paths(
     mode: str = DEFAULT_MODE,
     layers: bool = False,
     background: str | None = None,
+    tta: bool = True,
 ) -> int:
     """Color every input into `out_dir` (as PNG, same relative path). Returns 0, or 1 if any file failed.
 
@@ -79,7 +80,7 @@ def colorize_paths(
     items = collect_inputs(inputs)
     if not items:
         raise ValueError("no input images found (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")
-    model = Colorizer.load(model_dirs)
+    model = Colorizer.load(model_dirs, tta=tta)
     out_root = Path(out_dir)
     failed, skipped, done = [], 0, 0
     for src, rel in tqdm(items, desc="colorize", unit="img", disable=None):

@@ -166,6 +166,7 @@ def cmd_colorize(args: argparse.Namespace) -> int:
         mode=args.mode,
         layers=args.layers,
         background=args.background,
+        tta=args.tta,
     )
 
 
@@ -189,6 +190,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         mode=args.mode,
         resolution=args.resolution,
         placement=args.hint_placement,
+        tta=args.tta,
     )
     print(format_report(report))
     print(f"report: {args.out}/report.json, grid: {args.out}/grid.png")
@@ -315,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "color it (default: the paper stays white)")  # fmt: skip
     p.add_argument("--resolution", type=int, default=None,
                    help="longer side the network works at, px (default: the scale the model was trained at)")  # fmt: skip
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="average the network over the scales it was trained at and their mirror images (default; "
+                   "--no-tta: one view, about 4x faster in the network)")  # fmt: skip
     p.add_argument("--lineart", choices=["auto", "as-is", "extract"], default="auto",
                    help="turn color inputs into line art first: auto (detect), extract (always), as-is (never)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
@@ -349,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resolution", type=int, default=None,
                    help="longer side the network works at (default: the model's own scale, as colorize)")  # fmt: skip
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="average the network over the scales it was trained at and their mirror images (default; "
+                   "--no-tta: one view, about 4x faster in the network)")  # fmt: skip
     p.add_argument("--hint-placement", choices=["colored", "uniform"], default="colored",
                    help="colored (default): hint dots on colored pixels off the lines, as a person places them; "
                    "uniform: anywhere, paper included")  # fmt: skip

@@ -221,6 +221,7 @@ def evaluate(
     mode: str = DEFAULT_MODE,
     resolution: int | None = None,
     placement: str = "colored",
+    tta: bool = True,
 ) -> dict:
     """Score the model(s) (or a `baseline`) on `data` (a manifest split or a folder; with `lineart_dir`, the
     color twins of real line art) and write report.json + grid.png."""
@@ -246,7 +247,7 @@ def evaluate(
             mean = mean_color(source, split="train")
         model = Baseline(baseline, mean)
     else:
-        model = Colorizer.load(model_dirs, device=device)
+        model = Colorizer.load(model_dirs, device=device, tta=tta)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -327,7 +328,8 @@ def evaluate(
         "skipped": skipped,
         "size_px": size_px,
         "mode": mode if not baseline else None,
-        "resolution": resolution or (None if baseline else f"auto ({model.scale.side_px} px)"),
+        "resolution": resolution or (None if baseline else f"auto ({_sides(model)})"),
+        "tta": None if baseline else tta,
         "hint_placement": placement,
         "hint_radius_px": radius,
         "seed": seed,
@@ -345,6 +347,11 @@ def evaluate(
     _grid(rows, labels).save(out / "grid.png")
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def _sides(model: Colorizer) -> str:
+    sides = model.scale.sides_px if model.tta else (model.scale.side_px,)
+    return " and ".join(f"{s}" for s in sides) + " px" + (", mirrored" if model.tta else "")
 
 
 def _lineart_grid(

@@ -8,9 +8,13 @@
 What happens to a sketch of any size and mode (RGBA on white, greyscale, palette, 16-bit):
 1. It is put on white paper and turned into grey line art; a color image (a finished illustration, not a
    sketch) is first turned into line art with XDoG (`lineart="auto"` detects it; "extract" always does).
-2. The network sees it at the scale it was trained at (`model.json`'s `scale`: the longer side of a whole
-   drawing in its training crops, and the width of its training lines): scaled to that side, strokes thinned
-   to that width, padded with white to a multiple of the network's 2**depth. `resolution=` overrides the side.
+2. The network sees it at the scales it was trained at (`model.json`'s `scale`: the longer side of a whole
+   drawing in its training crops, and the width of its training lines): scaled to each end of the training
+   range of sides (its crops covered 60-100% of a drawing: 128 and 165 px for the demo model), strokes thinned
+   to that width, padded with white to a multiple of the network's 2**depth, and mirrored as training mirrored
+   it; the colors of these views are averaged (test-time augmentation: a GAN's colors for an area the lines
+   say little about are one guess among many, and the mean of several guesses is the better answer).
+   `resolution=` sets one side instead (still mirrored); `tta=False` runs one view.
 3. Hints, an RGBA layer painted over the sketch (transparent where there is none), become the same
    (hint RGB, mask) representation and softening the model was trained on (`hints_from_strokes`).
 4. `mode="flat"` (the default): the line art is cut into closed regions at (up to FLATS_MAX_SIDE px of) the
@@ -23,6 +27,7 @@ What happens to a sketch of any size and mode (RGBA on white, greyscale, palette
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,10 +121,13 @@ def _processing_size(h: int, w: int, resolution: int, multiple: int) -> tuple[in
 @dataclass(frozen=True)
 class ModelScale:
     """The scale a model was trained at: `side_px`, the longer side of a whole drawing as its training crops
-    showed it, and `line_width_px`, the typical width of its training lines at that scale (colorizer.scale)."""
+    showed it, `line_width_px`, the typical width of its training lines at that scale (colorizer.data's
+    `training_scale`), and `sides_px`, the ends of the range of sides its crops showed (the views inference
+    averages; `(side_px,)` for models that did not record their crops)."""
 
     side_px: int
     line_width_px: float
+    sides_px: tuple[int, ...] = ()
 
     @classmethod
     def from_info(cls, info: dict, multiple: int) -> ModelScale:
@@ -131,19 +139,27 @@ class ModelScale:
             size = (info.get("training") or {}).get("size_hw") or [256, 256]
             side = max(size)
         side = max(multiple, int(round(float(side) / multiple)) * multiple)
-        return cls(side_px=side, line_width_px=float(scale.get("line_width_px") or 1.0))
+        sides: tuple[int, ...] = (side,)
+        crop, shares = scale.get("crop_hw"), scale.get("crop_scale")
+        if crop and shares and min(shares) > 0:
+            sides = tuple(
+                sorted({round(max(crop) / math.sqrt(max(shares))), round(max(crop) / math.sqrt(min(shares)))})
+            )
+        return cls(side_px=side, line_width_px=float(scale.get("line_width_px") or 1.0), sides_px=sides)
 
 
 @dataclass
 class Layers:
     """What `Colorizer.colorize_layers` returns, each at the sketch's own size: `composite` (RGB: colors with the
     lines laid over them), `colors` (RGB: the flat colors, or the network's in soft mode, under no lines),
-    `lines` (RGBA: the sketch's lines, black on transparency), and the size the network worked at."""
+    `lines` (RGBA: the sketch's lines, black on transparency), the size the network worked at (the largest of
+    its views) and how many views were averaged."""
 
     composite: Image.Image
     colors: Image.Image
     lines: Image.Image
     network_hw: tuple[int, int]
+    views: int = 1
 
 
 def parse_color(value: str | Sequence[float] | None) -> tuple[float, float, float] | None:
@@ -177,7 +193,9 @@ def thin_strokes(lines: np.ndarray, target_width_px: float) -> np.ndarray:
 class Colorizer:
     """One exported model, or several averaged (an ensemble of checkpoints)."""
 
-    def __init__(self, generators: list[torch.nn.Module], infos: list[dict], device: torch.device):
+    def __init__(
+        self, generators: list[torch.nn.Module], infos: list[dict], device: torch.device, *, tta: bool = True
+    ):
         if not generators:
             raise ValueError("a Colorizer needs at least one model")
         self.generators = generators
@@ -186,16 +204,22 @@ class Colorizer:
         self.multiple = max(g.multiple for g in generators)
         self.soften_sigma_px = float(infos[0].get("hints", {}).get("user_soften_sigma_px", 0.75))
         self.scale = ModelScale.from_info(infos[0], self.multiple)
+        self.tta = tta  # average views at the training's scale range and mirrored (see the module docstring)
 
     @classmethod
     def load(
-        cls, model_dirs: str | os.PathLike | Sequence[str | os.PathLike], device: str | None = None
+        cls,
+        model_dirs: str | os.PathLike | Sequence[str | os.PathLike],
+        device: str | None = None,
+        *,
+        tta: bool = True,
     ) -> Colorizer:
-        """Load one exported model folder (or several, for an ensemble); no pickle is ever read."""
+        """Load one exported model folder (or several, for an ensemble); no pickle is ever read. `tta=False`:
+        one view of each sketch instead of the average of the training's scales and mirror images."""
         dirs = [model_dirs] if isinstance(model_dirs, str | os.PathLike) else list(model_dirs)
         dev = pick_device(device)
         loaded = [load_generator(Path(d), map_location=dev) for d in dirs]
-        return cls([g for g, _ in loaded], [i for _, i in loaded], dev)
+        return cls([g for g, _ in loaded], [i for _, i in loaded], dev, tta=tta)
 
     @property
     def info(self) -> dict:
@@ -203,10 +227,16 @@ class Colorizer:
 
     @torch.no_grad()
     def colorize_lines(
-        self, lines: np.ndarray, hint_rgb: np.ndarray | None = None, hint_mask: np.ndarray | None = None
+        self,
+        lines: np.ndarray,
+        hint_rgb: np.ndarray | None = None,
+        hint_mask: np.ndarray | None = None,
+        *,
+        mirror: bool = False,
     ) -> np.ndarray:
         """The network on prepared inputs: `lines (H, W)` in [0, 1], hints `(H, W, 3)` premultiplied and
-        `(H, W)` mask in [0, 1], H and W multiples of `self.multiple` -> colors `(H, W, 3) float32 in [0, 1]`."""
+        `(H, W)` mask in [0, 1], H and W multiples of `self.multiple` -> colors `(H, W, 3) float32 in [0, 1]`.
+        `mirror`: the mean of the input's and its mirror image's colors (one batch of two)."""
         h, w = lines.shape
         if h % self.multiple or w % self.multiple:
             raise ValueError(f"H and W must be multiples of {self.multiple}, got {h}x{w}")
@@ -219,19 +249,42 @@ class Colorizer:
                 torch.from_numpy(np.ascontiguousarray(hint_rgb, np.float32)).permute(2, 0, 1)[None] * 2
                 - mask_t
             )
-        x = torch.cat([line_t, hints_t, mask_t], dim=1).to(self.device)  # (1, 5, H, W)
-        out = torch.stack([g(x).float() for g in self.generators]).mean(0)  # (1, 3, H, W) in [-1, 1]
+        x = torch.cat([line_t, hints_t, mask_t], dim=1)  # (1, 5, H, W)
+        if mirror:
+            x = torch.cat([x, x.flip(-1)])
+        x = x.to(self.device)
+        out = torch.stack([g(x).float() for g in self.generators]).mean(0)  # (B, 3, H, W) in [-1, 1]
+        if mirror:
+            out = (out[:1] + out[1:].flip(-1)) * 0.5
         return ((out[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 0.5).cpu().numpy()
 
     def network_colors(
         self, lines_full: np.ndarray, layer: np.ndarray | None, resolution: int | None = None
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, int]:
         """The network's colors `(sh, sw, 3) float32 in [0, 1]` for line art `(H, W)` and a hint layer
-        `(H, W, 4) uint8` (or None), at the model's scale (or a longer side of `resolution` px)."""
-        H, W = lines_full.shape
+        `(H, W, 4) uint8` (or None), and the number of views averaged: at the model's scales (or a longer side
+        of `resolution` px), each with its mirror image (unless `tta` is off); `(sh, sw)` is the largest
+        view's size."""
         check_resolution(resolution)
-        res = int(resolution or self.scale.side_px)
-        sh, sw, ph, pw = _processing_size(H, W, res, self.multiple)
+        if resolution:
+            sides: tuple[int, ...] = (int(resolution),)
+        else:
+            sides = self.scale.sides_px if self.tta else (self.scale.side_px,)
+        views = [self._view(lines_full, layer, side) for side in sides]
+        sh, sw = views[-1].shape[:2]
+        colors = np.mean(
+            [
+                v if v.shape[:2] == (sh, sw) else cv2.resize(v, (sw, sh), interpolation=cv2.INTER_LINEAR)
+                for v in views
+            ],
+            axis=0,
+        )
+        return colors, len(views) * (2 if self.tta else 1)
+
+    def _view(self, lines_full: np.ndarray, layer: np.ndarray | None, side: int) -> np.ndarray:
+        """The network's colors with the sketch's longer side at `side` px (mirrored too when `tta`)."""
+        H, W = lines_full.shape
+        sh, sw, ph, pw = _processing_size(H, W, side, self.multiple)
         interp = cv2.INTER_AREA if sh < H else cv2.INTER_CUBIC
         lines = np.ones((ph, pw), np.float32)  # white paper around the sketch
         scaled = np.clip(cv2.resize(lines_full, (sw, sh), interpolation=interp), 0, 1)
@@ -242,7 +295,7 @@ class Colorizer:
             hint_rgb = np.zeros((ph, pw, 3), np.float32)
             hint_mask = np.zeros((ph, pw), np.float32)
             hint_rgb[:sh, :sw], hint_mask[:sh, :sw] = rgb, mask
-        return self.colorize_lines(lines, hint_rgb, hint_mask)[:sh, :sw]
+        return self.colorize_lines(lines, hint_rgb, hint_mask, mirror=self.tta)[:sh, :sw]
 
     def colorize_layers(
         self,
@@ -270,7 +323,7 @@ class Colorizer:
         lines_full = sketch_to_lines(sketch, lineart)  # (H, W) at the input's size
         H, W = lines_full.shape
         layer = _hint_layer(hints, (H, W))
-        colors = self.network_colors(lines_full, layer, resolution)  # (sh, sw, 3) in [0, 1]
+        colors, views = self.network_colors(lines_full, layer, resolution)  # (sh, sw, 3) in [0, 1]
         network_hw = colors.shape[:2]
         if mode == "soft":
             if network_hw != (H, W):
@@ -287,6 +340,7 @@ class Colorizer:
             colors=_to_image(colors),
             lines=Image.fromarray(ink, "RGBA"),
             network_hw=network_hw,
+            views=views,
         )
 
     def colorize(

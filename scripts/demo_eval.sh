@@ -2,8 +2,9 @@
 # Evaluation of the demo model (scripts/demo_model.sh) beside two baselines, all through `colorizer evaluate` at the
 # default inference settings (the model's own scale, hint dots on colored pixels off the lines, 0 and 16 hints):
 # on the held-out test split of the openclipart crawl (line art by XDoG) and on 200 OpenMoji drawings the designers
-# drew twice (real line art -> their colors), in both color modes; then flat and soft at fixed resolutions beside
-# the default (the scale check). Writes WORK/eval/<what>/report.json and grid.png.
+# drew twice (real line art -> their colors), in both color modes, also without the averaged views (--no-tta);
+# then flat and soft at fixed resolutions beside the default (the scale check). Writes WORK/eval/<what>/report.json
+# and grid.png.
 #
 #   bash scripts/demo_eval.sh [WORK_DIR] [MODEL_DIR]      (defaults: data/demo, WORK_DIR/models/demo)
 set -euo pipefail
@@ -24,6 +25,8 @@ for set in test openmoji; do
      DATA=(--data "$WORK/openmoji/color" --lineart "$WORK/openmoji/black"); fi
   for mode in flat soft; do
     "$BIN/colorizer" evaluate --model "$MODEL" "${DATA[@]}" --mode $mode --hints 0,16 --out "$WORK/eval/$mode-$set"
+    "$BIN/colorizer" evaluate --model "$MODEL" "${DATA[@]}" --mode $mode --hints 0,16 --no-tta \
+      --out "$WORK/eval/$mode-$set-no-tta" > /dev/null   # what averaging the views buys
   done
   "$BIN/colorizer" evaluate --baseline lineart "${DATA[@]}" --hints 0,16 --out "$WORK/eval/lineart-$set"
   "$BIN/colorizer" evaluate --baseline mean-color --mean-from "$MANIFEST" "${DATA[@]}" --hints 0,16 \

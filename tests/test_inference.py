@@ -377,7 +377,7 @@ def test_layers_have_the_sketchs_size_and_compose_to_the_result(model, mode):
 def test_the_network_sees_the_scale_it_was_trained_at(model_dirs, tmp_path):
     """model.json's scale sets the processing size (not a fixed 512) and the target stroke width."""
     info = json.loads((model_dirs[0] / "model.json").read_text())
-    m = Colorizer.load(model_dirs[0], device="cpu")
+    m = Colorizer.load(model_dirs[0], device="cpu", tta=False)
     img = closed_shapes(600, 400)
     assert m.colorize_layers(img).network_hw == (
         round(400 * m.scale.side_px / 600),
@@ -388,9 +388,45 @@ def test_the_network_sees_the_scale_it_was_trained_at(model_dirs, tmp_path):
     (folder / "model.safetensors").write_bytes((model_dirs[0] / "model.safetensors").read_bytes())
     info["scale"] = {"side_px": 128, "line_width_px": 1.0}
     (folder / "model.json").write_text(json.dumps(info))
-    m128 = Colorizer.load(folder, device="cpu")
+    m128 = Colorizer.load(folder, device="cpu", tta=False)
     assert m128.scale.side_px == 128 and m128.colorize_layers(img).network_hw == (85, 128)
     assert m128.colorize_layers(img, resolution=256).network_hw == (171, 256)
+
+
+def test_by_default_the_views_span_the_training_scales_and_their_mirror_images(model_dirs, tmp_path):
+    """Training crops showed a drawing with its longer side between crop/sqrt(1.0) and crop/sqrt(0.6) and
+    mirrored it: by default inference averages those four views; tta=False and `resolution` narrow them."""
+    info = json.loads((model_dirs[0] / "model.json").read_text())
+    info["scale"] = {"crop_hw": [128, 128], "crop_scale": [0.6, 1.0], "side_px": 143.1, "line_width_px": 1.0}
+    folder = tmp_path / "ranged"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes((model_dirs[0] / "model.safetensors").read_bytes())
+    (folder / "model.json").write_text(json.dumps(info))
+    m = Colorizer.load(folder, device="cpu")
+    assert m.scale.sides_px == (128, 165)
+    img = closed_shapes(600, 400)
+    layers = m.colorize_layers(img, mode="soft")
+    assert layers.views == 4 and layers.network_hw == (110, 165)  # the largest view's size
+    one = Colorizer.load(folder, device="cpu", tta=False).colorize_layers(img, mode="soft")
+    side = m.scale.side_px  # the middle of the range, rounded to the network's multiple
+    assert one.views == 1 and one.network_hw == (round(400 * side / 600), side)
+    assert np.abs(arr(layers.composite).astype(int) - arr(one.composite)).mean() > 0.5  # it changes colors
+    assert m.colorize_layers(img, resolution=96).views == 2  # one scale, still mirrored
+    info["scale"] = {"side_px": 128, "line_width_px": 1.0}  # a model that did not record its crops
+    assert inference.ModelScale.from_info(info, 64).sides_px == (128,)
+
+
+def test_mirrored_views_make_the_colors_of_a_mirrored_sketch_the_mirrored_colors(model):
+    """Averaging a view with its mirror image: a drawing flipped left-right gets its colors flipped, exactly
+    (a network alone does not promise this), and the average is the mean of the two passes."""
+    rng = np.random.default_rng(0)
+    lines = rng.random((32, 64), dtype=np.float32)
+    flip = lambda x: np.ascontiguousarray(x[:, ::-1])  # noqa: E731
+    plain, plain_flipped = model.colorize_lines(lines), model.colorize_lines(flip(lines))
+    assert np.abs(plain - flip(plain_flipped)).mean() > 0.01  # the network alone is not symmetric
+    both = model.colorize_lines(lines, mirror=True)
+    np.testing.assert_allclose(both, (plain + flip(plain_flipped)) / 2, atol=1e-5)
+    np.testing.assert_allclose(model.colorize_lines(flip(lines), mirror=True), flip(both), atol=1e-5)
 
 
 def test_thick_strokes_are_thinned_toward_the_trained_width():
