@@ -53,7 +53,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     total, train, val, test = (int(x) for x in kept.groups())
     t = info["training"]
-    minutes = round(t["train_seconds"] / 60)
+    base_info = args.work / "models" / "demo-base" / "model.json"  # the first run, when the model is a fine-tune
+    base = None
+    if t["config"]["train"].get("init_from"):
+        if not base_info.is_file():
+            print(f"demo_card: the model is a fine-tune but {base_info} (its first run) is missing")
+            return 2
+        base = json.loads(base_info.read_text())["training"]
+    minutes = round((t["train_seconds"] + (base["train_seconds"] if base else 0)) / 60)
+    steps = t["step"] + (base["step"] if base else 0)
+    stages = (
+        f"{round(base['train_seconds'] / 60)} minutes from scratch ({base['step']:,} steps), then "
+        f"{round(t['train_seconds'] / 60)} minutes of fine-tuning ({t['step']:,} steps)"
+        if base
+        else f"{minutes} minutes ({steps:,} steps)"
+    )
     evals = {
         name: scores(args.work / "eval" / name / "report.json")
         for name in (
@@ -87,14 +101,17 @@ def main(argv: list[str] | None = None) -> int:
             "past the lines."
         ),
         "how": (
-            f"{minutes} minutes of training on one 2-core CPU ({t['step']:,} steps of 8 crops of 128x128 px), "
-            "then exported in half precision. The exact commands are in model.json (demo.commands)."
+            f"Trained on one 2-core CPU: {stages}, batches of 8 crops of 128x128 px; "
+            "exported in half precision. The exact commands are in model.json (demo.commands)."
         ),
     }
     info["demo"] = {
         "what": "demo model: the whole product path on real public-domain drawings, on a 2-core CPU",
         "commands": [
-            f"bash scripts/demo_model.sh data/demo {minutes}",
+            f"bash scripts/demo_model.sh data/demo {round(base['train_seconds'] / 60)} "
+            f"{round(t['train_seconds'] / 60)}"
+            if base
+            else f"bash scripts/demo_model.sh data/demo {minutes} 0",
             "bash scripts/demo_eval.sh data/demo",
             "python scripts/demo_card.py data/demo",
         ],
@@ -106,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "time": {
             "train_minutes": minutes,
-            "steps": t["step"],
+            "steps": steps,
+            "stages": stages,
             "machine": args.machine,
         },
         "evaluation": evals,
