@@ -5,7 +5,8 @@
 
 Models are built with random weights at the shipped configs' architectures and scales (the latency of a
 trained model is the same): cpu-demo and default, each run at the scale its config trains at (model.json's
-`scale`, as an exported model records it), and at 512 px. Each setting: 2 warm-up calls, then `--runs` calls
+`scale`, as an exported model records it: by default the average of four views, two scales each mirrored),
+with one view at 512 px inputs (`--no-tta`), and at 512 px. Each setting: 2 warm-up calls, then `--runs` calls
 of the whole `colorize` (line art, scaling, hints, network, flats or not, overlay of the original lines) in
 each mode, the modes taking turns; the median of each, and flat's added time as the median of the paired
 differences. The app round trip is timed with gradio_client against `python app.py --model DIR` on a free
@@ -164,11 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         for config in ("cpu-demo", "default"):
             folder = make_model(config, Path(tmp))
             model = Colorizer.load(folder, device="cpu")
+            one_view = Colorizer.load(folder, device="cpu", tta=False)
+            scales = " and ".join(str(side) for side in model.scale.sides_px)
             for size in (512, 1024, 2048):
-                for resolution in (None, 512):
-                    r = time_colorize(model, size, args.runs, resolution)
-                    at = f"{model.scale.side_px} (its scale)" if resolution is None else str(resolution)
-                    results[(config, size, resolution or model.scale.side_px)] = r
+                settings = [(model, None, f"{scales}, mirrored: 4 views (its scales, the default)")]
+                if size == 512:
+                    settings.append((one_view, None, f"{one_view.scale.side_px}, one view (--no-tta)"))
+                settings.append((model, 512, "512, mirrored: 2 views"))
+                for m, resolution, at in settings:
+                    r = time_colorize(m, size, args.runs, resolution)
+                    results[(config, size, at)] = r
                     row = (f"| {config} | {size}x{size} | {at} | {r['soft'] * 1000:.0f} ms | {r['flat'] * 1000:.0f} ms "
                            f"| {r['flat_added'] * 1000:.0f} ms |")  # fmt: skip
                     lines.append(row)

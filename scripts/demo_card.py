@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     total, train, val, test = (int(x) for x in kept.groups())
     t = info["training"]
-    base_info = args.work / "models" / "demo-base" / "model.json"  # the first run, when the model is a fine-tune
+    base_info = args.work / "models" / "demo-base" / "model.json"  # the first run, if this is a fine-tune
     base = None
     if t["config"]["train"].get("init_from"):
         if not base_info.is_file():
@@ -95,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             "and giving back exactly the colors you dab on; icons, clip art, simple cartoons with closed outlines."
         ),
         "bad_at": (
-            "Choosing colors by itself: without hints its guesses are often wrong (a grey apple, a pale tree), so "
-            "give it a dab of color where it matters. Outlines left open (a head drawn with gaps, hair strands, "
-            "sketchy lines) make an area part of the paper, which Flat keeps white: use Soft there. Soft smudges "
-            "past the lines."
+            "Choosing colors by itself: without hints it picks light, plausible colors that are often not the "
+            "artist's (a brown apple, a brown tree), so give it a dab of color where it matters. Outlines left "
+            "open (a head drawn with gaps, hair strands, sketchy lines) make an area part of the paper, which "
+            "Flat keeps white: use Soft there. Soft smudges past the lines."
         ),
         "how": (
             f"Trained on one 2-core CPU: {stages}, batches of 8 crops of 128x128 px; "
