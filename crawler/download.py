@@ -406,6 +406,8 @@ class HttpClient:
         self._lock = threading.Lock()
         self._ssl = None
         self._deadlines = _Deadlines()
+        self._throttles = 0  # "too fast" answers in a row, from any thread (see _throttle_delay_s)
+        self._throttle_window_end = 0.0
         self.stopped: CrawlStopped | None = None
         self.requests_sent = 0
 
@@ -449,10 +451,22 @@ class HttpClient:
             if retry_after:  # every thread waits: the server asked
                 self.limiter.pause_for(retry_after)
             elif throttled:  # "too fast" without a Retry-After: every thread backs off
-                self.limiter.pause_for(self.retry.delay_s(attempt))
+                self.limiter.pause_for(self._throttle_delay_s())
             else:
                 self._sleep(self.retry.delay_s(attempt))
         raise GaveUp(last, self.retry.attempts)  # pragma: no cover - the loop returns or raises
+
+    def _throttle_delay_s(self) -> float:
+        """The back-off for every thread after a "too fast" answer without a Retry-After. The server throttles
+        the client, not one thread: a 429 that comes within one back-off of the previous pause's end (the
+        threads' first requests after it) doubles the back-off, whichever thread receives it; a 429 after a
+        quiet spell starts again from `retry.base_s`."""
+        with self._lock:
+            now = time.monotonic()
+            self._throttles = self._throttles + 1 if now <= self._throttle_window_end else 1
+            delay = self.retry.delay_s(self._throttles)
+            self._throttle_window_end = now + 2 * delay  # the pause, then as long again
+        return delay
 
     @contextlib.contextmanager
     def _get(self, url: str, compressed: bool = False) -> Iterator[urllib3.BaseHTTPResponse]:
