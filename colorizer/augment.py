@@ -24,7 +24,9 @@ POLICIES = ("color", "translation", "cutout")
 class _Draws:
     """Uniform draws for `b` samples out of `total`, from `generator` on the CPU, moved to `device`."""
 
-    def __init__(self, generator: torch.Generator | None, offset: int, b: int, total: int, device: torch.device):
+    def __init__(
+        self, generator: torch.Generator | None, offset: int, b: int, total: int, device: torch.device
+    ):
         self.generator, self.offset, self.b, self.total, self.device = generator, offset, b, total, device
 
     def rand(self, dtype: torch.dtype) -> torch.Tensor:
@@ -32,7 +34,9 @@ class _Draws:
         return r.to(self.device, dtype).view(-1, 1, 1, 1)
 
     def randint(self, low: int, high: int) -> torch.Tensor:
-        r = torch.randint(low, high, (self.total,), generator=self.generator)[self.offset : self.offset + self.b]
+        r = torch.randint(low, high, (self.total,), generator=self.generator)[
+            self.offset : self.offset + self.b
+        ]
         return r.to(self.device).view(-1, 1, 1)
 
 
@@ -51,7 +55,9 @@ def _translation(x: torch.Tensor, draw: _Draws, ratio: float = 0.125) -> torch.T
     ty = draw.randint(-sy, sy + 1).view(-1).tolist()
     tx = draw.randint(-sx, sx + 1).view(-1).tolist()
     padded = F.pad(x, [sx, sx, sy, sy])
-    return torch.stack([padded[i, :, sy + ty[i] : sy + ty[i] + h, sx + tx[i] : sx + tx[i] + w] for i in range(b)])
+    return torch.stack(
+        [padded[i, :, sy + ty[i] : sy + ty[i] + h, sx + tx[i] : sx + tx[i] + w] for i in range(b)]
+    )
 
 
 def _cutout(x: torch.Tensor, draw: _Draws, ratio: float = 0.5) -> torch.Tensor:

@@ -37,7 +37,9 @@ class AdversarialLoss:
             raise ValueError(f"adversarial loss must be one of {', '.join(ADVERSARIAL)}; got {kind!r}")
         self.kind = kind
 
-    def d_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def d_loss(
+        self, real_scores: torch.Tensor, fake_scores: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """`(loss_real, loss_fake)` for the discriminator, each a float32 scalar (the mean over patches)."""
         real, fake = real_scores.float(), fake_scores.float()
         if self.kind == "lsgan":
@@ -108,11 +110,15 @@ class PerceptualLoss(nn.Module):
         return total / len(self.net.taps)
 
 
-def l1_term(objective: Objective, fake: torch.Tensor, batch: dict, scores: torch.Tensor | None) -> torch.Tensor:
+def l1_term(
+    objective: Objective, fake: torch.Tensor, batch: dict, scores: torch.Tensor | None
+) -> torch.Tensor:
     return F.l1_loss(fake.float(), batch["color"].float())
 
 
-def mse_term(objective: Objective, fake: torch.Tensor, batch: dict, scores: torch.Tensor | None) -> torch.Tensor:
+def mse_term(
+    objective: Objective, fake: torch.Tensor, batch: dict, scores: torch.Tensor | None
+) -> torch.Tensor:
     return F.mse_loss(fake.float(), batch["color"].float())
 
 
@@ -122,7 +128,9 @@ def perceptual_term(
     return objective.perceptual(fake, batch["color"])
 
 
-def hint_term(objective: Objective, fake: torch.Tensor, batch: dict, scores: torch.Tensor | None) -> torch.Tensor:
+def hint_term(
+    objective: Objective, fake: torch.Tensor, batch: dict, scores: torch.Tensor | None
+) -> torch.Tensor:
     """L1 between the output and the hint's own color (hints / mask, in [-1, 1]) where a hint covers at least
     half a pixel: per sample the mean over its hinted pixels (0 without hints), then the mean over the batch
     (so equal shares of a batch, e.g. the processes of a DDP run, average to the whole batch's value)."""
@@ -160,7 +168,9 @@ class Objective(nn.Module):
         self.weights = {name: float(getattr(cfg, f"{name}_weight")) for name in G_TERMS}
         bad = {k: v for k, v in self.weights.items() if v < 0}
         if bad:
-            raise ValueError(f"loss weights must be >= 0, got {', '.join(f'loss.{k}_weight={v}' for k, v in bad.items())}")
+            raise ValueError(
+                f"loss weights must be >= 0, got {', '.join(f'loss.{k}_weight={v}' for k, v in bad.items())}"
+            )
         if self.weights["l1"] == 0 and self.weights["mse"] == 0:
             raise ValueError("G needs a reconstruction term: set loss.l1_weight or loss.mse_weight above 0")
         self.adversarial = AdversarialLoss(cfg.adversarial)

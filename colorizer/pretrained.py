@@ -34,9 +34,13 @@ def load_efficientnet_lite0(module: nn.Module) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to read the file means the same to the user
-        raise PretrainedWeightsError(f"{path}: not a readable weights file ({type(e).__name__}: {e})") from None
+        raise PretrainedWeightsError(
+            f"{path}: not a readable weights file ({type(e).__name__}: {e})"
+        ) from None
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     if missing:
-        raise PretrainedWeightsError(f"{path}: lacks {missing[0]} (and {len(missing) - 1} more): not EfficientNet-Lite0")
+        raise PretrainedWeightsError(
+            f"{path}: lacks {missing[0]} (and {len(missing) - 1} more): not EfficientNet-Lite0"
+        )
     module.load_state_dict({k: state[k] for k in own}, strict=True)

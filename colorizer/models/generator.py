@@ -181,7 +181,9 @@ class EfficientUNetGenerator(nn.Module):
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
         if len(decoder_widths) != len(TAP_WIDTHS):
-            raise ValueError(f"decoder_widths needs {len(TAP_WIDTHS)} widths (strides 16 to 1), got {decoder_widths}")
+            raise ValueError(
+                f"decoder_widths needs {len(TAP_WIDTHS)} widths (strides 16 to 1), got {decoder_widths}"
+            )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.multiple = 32
         self.encoder = EfficientNetLite0()
