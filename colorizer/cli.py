@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longer side the network works at, px (default: the scale the model was trained at)")  # fmt: skip
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="average the network over the scales it was trained at and their mirror images (default; "
-                   "--no-tta: one view, about 4x faster in the network)")  # fmt: skip
+                   "--no-tta: one view, 3-6x faster in the network)")  # fmt: skip
     p.add_argument("--lineart", choices=["auto", "as-is", "extract"], default="auto",
                    help="turn color inputs into line art first: auto (detect), extract (always), as-is (never)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longer side the network works at (default: the model's own scale, as colorize)")  # fmt: skip
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="average the network over the scales it was trained at and their mirror images (default; "
-                   "--no-tta: one view, about 4x faster in the network)")  # fmt: skip
+                   "--no-tta: one view, 3-6x faster in the network)")  # fmt: skip
     p.add_argument("--hint-placement", choices=["colored", "uniform"], default="colored",
                    help="colored (default): hint dots on colored pixels off the lines, as a person places them; "
                    "uniform: anywhere, paper included")  # fmt: skip
