@@ -317,6 +317,8 @@ def evaluate(
         r = {name: M.summarize(vals) for name, vals in scores.items() if vals}
         r["psnr_median"] = float(np.median(scores["psnr"])) if scores["psnr"] else float("nan")
         r["delta_e76_median"] = float(np.median(scores["delta_e76"])) if scores["delta_e76"] else float("nan")
+        # each image's scores, in the data's order: two reports on the same data compare drawing by drawing
+        r["per_image"] = {k: [round(v, 4) for v in scores[k]] for k in ("psnr", "delta_e76")}
         results[str(n)] = r
     report = {
         "models": [str(d) for d in model_dirs] if not baseline else [],
@@ -350,7 +352,7 @@ def evaluate(
 
 
 def _sides(model: Colorizer) -> str:
-    sides = model.scale.sides_px if model.tta else (model.scale.side_px,)
+    sides = model.sides_px()
     return " and ".join(f"{s}" for s in sides) + " px" + (", mirrored" if model.tta else "")
 
 

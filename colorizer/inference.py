@@ -266,11 +266,7 @@ class Colorizer:
         of `resolution` px), each with its mirror image (unless `tta` is off); `(sh, sw)` is the largest
         view's size."""
         check_resolution(resolution)
-        if resolution:
-            sides: tuple[int, ...] = (int(resolution),)
-        else:
-            sides = self.scale.sides_px if self.tta else (self.scale.side_px,)
-        views = [self._view(lines_full, layer, side) for side in sides]
+        views = [self._view(lines_full, layer, side) for side in self.sides_px(resolution)]
         sh, sw = views[-1].shape[:2]
         colors = np.mean(
             [
@@ -280,6 +276,13 @@ class Colorizer:
             axis=0,
         )
         return colors, len(views) * (2 if self.tta else 1)
+
+    def sides_px(self, resolution: int | None = None) -> tuple[int, ...]:
+        """The longer sides the network sees a sketch at: `resolution`, else the model's training scales (the
+        middle one alone when `tta` is off)."""
+        if resolution:
+            return (int(resolution),)
+        return self.scale.sides_px if self.tta else (self.scale.side_px,)
 
     def _view(self, lines_full: np.ndarray, layer: np.ndarray | None, side: int) -> np.ndarray:
         """The network's colors with the sketch's longer side at `side` px (mirrored too when `tta`)."""

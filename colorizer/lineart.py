@@ -106,8 +106,8 @@ def dark_fills(image: np.ndarray, *, below: float = 0.2) -> np.ndarray:
 def random_lineart(image: np.ndarray, rng: np.random.Generator, cfg: LineartConfig) -> np.ndarray:
     """A randomized extractor per sample: `(H, W, 3) uint8` -> `(H, W) float32 in [0, 1]`.
 
-    Picks XDoG or dilate-difference by weight, fills dark areas with ink (`dark_fill_prob`), then jitters ink darkness, adds noise, blur and
-    Otsu binarization with the configured probabilities. Deterministic for a given `rng` state.
+    Picks XDoG or dilate-difference by weight, fills dark areas with ink (`dark_fill_prob`), then jitters
+    ink darkness, adds noise, blur and Otsu binarization with the configured probabilities. Deterministic for a given `rng` state.
     """
     total = cfg.xdog_weight + cfg.dilate_weight
     if total <= 0:

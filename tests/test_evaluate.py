@@ -211,3 +211,32 @@ def test_evaluate_scores_exactly_what_colorize_returns(drawings_dir, tiny_model,
     assert r["results"]["16"]["psnr"] == pytest.approx(psnr, abs=1e-4)
     assert r["results"]["16"]["psnr_median"] == pytest.approx(psnr, abs=1e-4)
     assert r["results"]["16"]["delta_e76"] == pytest.approx(delta_e76(out, target), abs=1e-4)
+
+
+def test_reports_keep_each_images_scores_for_paired_comparisons(drawings_dir, tiny_model, tmp_path):  # noqa: F811
+    """Two settings on the same drawings compare drawing by drawing (scripts/scale_paired.py): the report keeps
+    every image's PSNR and Delta E in the data's order, and the summary figures are made from them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kw = dict(data=str(drawings_dir), size_px=64, hint_counts=(0, 4), limit=3)
+    a = evaluate([tiny_model], out_dir=tmp_path / "a", **kw)
+    evaluate([tiny_model], out_dir=tmp_path / "b", resolution=128, **kw)
+    for n in ("0", "4"):
+        per = a["results"][n]["per_image"]
+        assert len(per["psnr"]) == len(per["delta_e76"]) == a["images"] == 3
+        assert np.median(per["psnr"]) == pytest.approx(a["results"][n]["psnr_median"], abs=1e-3)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "scale_paired.py"
+    run = lambda x, y: subprocess.run(  # noqa: E731
+        [sys.executable, str(script), str(x / "report.json"), str(y / "report.json")],
+        capture_output=True,
+        text=True,
+    )
+    same = run(tmp_path / "a", tmp_path / "a")
+    assert same.returncode == 0 and same.stdout.count("a - b = +0.00 +- 0.00") == 4
+    paired = run(tmp_path / "a", tmp_path / "b")
+    assert paired.returncode == 0 and "4 hints, psnr" in paired.stdout and "3 images" in paired.stdout
+    evaluate([tiny_model], out_dir=tmp_path / "c", **{**kw, "limit": 2})
+    other = run(tmp_path / "a", tmp_path / "c")  # different drawings: refused, not a wrong comparison
+    assert other.returncode == 2 and "nothing to pair" in other.stdout
