@@ -21,7 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("a", type=Path, help="report.json of the first setting")
     p.add_argument("b", type=Path, help="report.json of the second, on the same data, hints and seed")
     args = p.parse_args(argv)
-    a, b = (json.loads(path.read_text()) for path in (args.a, args.b))
+    try:
+        a, b = (json.loads(path.read_text()) for path in (args.a, args.b))
+    except (OSError, ValueError) as e:
+        print(f"scale_paired: cannot read a report ({e}); give two report.json files of colorizer evaluate")
+        return 2
     same = ("data", "split", "lineart", "images", "size_px", "seed", "hint_placement")
     if any(a.get(k) != b.get(k) for k in same) or a["results"].keys() != b["results"].keys():
         print(f"scale_paired: the reports differ in data, hints or seed ({', '.join(same)}): nothing to pair")
