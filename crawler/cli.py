@@ -85,6 +85,9 @@ def build_parser(with_filter: bool = True) -> argparse.ArgumentParser:
     c.add_argument("--fsync", action="store_true",
                    help="fsync every file before its rename: also safe against a power cut, slower on slow "
                    "disks (without it a kill is safe, and a file a power cut empties is fetched again)")  # fmt: skip
+    c.add_argument("--all-cpus", action="store_true",
+                   help="let the crawl's threads run on every processor (default on Linux: one, which is "
+                        "faster for Python threads; the rate limit decides the speed on a real site)")  # fmt: skip
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser(
@@ -143,6 +146,7 @@ def _crawl(args: argparse.Namespace) -> int:
         page_retry_delay_s=min(0.5, args.backoff_s),
         progress=not args.no_progress,
         fsync=args.fsync,
+        one_cpu=not args.all_cpus,
     )
 
     def stop_on_sigterm(signum, frame):  # `kill` and service managers stop the crawl like Ctrl-C does

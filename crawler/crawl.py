@@ -55,6 +55,7 @@ class CrawlOptions:
     timeout_s: tuple[float, float] = (10.0, 60.0)
     progress: bool = True
     fsync: bool = False  # each file fsynced before its rename: survives a power cut, costs ms a file
+    one_cpu: bool = True  # the crawl's threads share one processor (Linux; see `_on_one_cpu`)
 
 
 @dataclass(frozen=True)
@@ -391,7 +392,11 @@ def crawl(
         return tqdm(file=bar_file or sys.stderr, dynamic_ncols=True, **kw)
 
     try:
-        with dir_lock(out_dir), Archive(out_dir / ARCHIVE_NAME) as archive:
+        with (
+            _on_one_cpu(options.one_cpu),
+            dir_lock(out_dir),
+            Archive(out_dir / ARCHIVE_NAME) as archive,
+        ):
             crawler = Crawler(out_dir, options, archive, client)
             for query in queries:
                 crawler.run_query(query, summary, bar_factory)
@@ -403,6 +408,40 @@ def crawl(
         if own_client:
             client.close()
     return summary
+
+
+@contextlib.contextmanager
+def _on_one_cpu(enabled: bool) -> Iterator[None]:
+    """Keep the calling thread, and so every thread it starts, on the processor it runs on; restored after.
+
+    Python threads hand the GIL to each other at every network wait and file write; handed between
+    processors, each hand-over wakes the other core and costs more than the second core gives to a
+    crawler whose work is mostly Python (BENCHMARKS.md). Only Linux lets a thread choose."""
+    setaffinity = getattr(os, "sched_setaffinity", None)
+    allowed = os.sched_getaffinity(0) if setaffinity is not None and enabled else set()
+    if len(allowed) < 2:
+        yield
+        return
+    try:
+        setaffinity(0, {_current_cpu(allowed)})
+    except OSError:  # a container that forbids it: run as the OS places us
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            setaffinity(0, allowed)
+
+
+def _current_cpu(allowed: set[int]) -> int:
+    """The processor this thread is running on (where the OS found room for it), else the lowest allowed."""
+    try:
+        with open("/proc/thread-self/stat", "rb") as f:
+            cpu = int(f.read().rsplit(b")", 1)[1].split()[36])  # field 39, `processor`
+    except (OSError, ValueError, IndexError):
+        return min(allowed)
+    return cpu if cpu in allowed else min(allowed)
 
 
 class _Feed:

@@ -4,6 +4,7 @@ limit as the server measures it, and the command line."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -446,3 +447,46 @@ def test_local_server_accepts_doubled_slashes_like_the_real_one(gallery):
         assert "//images/" in url and "?" in url  # what the client must clean (gallery-dl does not)
         image = requests.get(url, timeout=5)
         assert image.status_code == 200 and hashlib.md5(image.content).hexdigest() == catalog.posts[0].md5
+
+
+@pytest.mark.skipif(
+    len(getattr(os, "sched_getaffinity", lambda _: ())(0)) < 2, reason="needs Linux and two processors"
+)
+def test_the_crawl_threads_share_one_processor_and_the_caller_gets_its_own_back(
+    gallery, tmp_path, monkeypatch
+):
+    """Python threads crawl faster on one processor (BENCHMARKS.md); the caller's threads are left as they were."""
+    from crawler.crawl import Crawler
+
+    seen: list[set[int]] = []
+    real_process = Crawler.process
+
+    def process(self, *args):
+        seen.append(os.sched_getaffinity(0))  # the calling thread's: a worker's
+        return real_process(self, *args)
+
+    monkeypatch.setattr(Crawler, "process", process)
+    before = os.sched_getaffinity(0)
+    with LocalBooru(Catalog.from_folder(gallery)) as booru:
+        assert crawl(["all"], tmp_path / "a", options(booru.url)).ok
+        assert len(seen) == 60 and len({frozenset(s) for s in seen}) == 1 and len(seen[0]) == 1
+        assert seen[0] <= before and os.sched_getaffinity(0) == before
+        seen.clear()
+        assert crawl(["all"], tmp_path / "b", options(booru.url, one_cpu=False)).ok
+        assert len(seen) == 60 and all(s == before for s in seen)
+        out = tmp_path / "c"
+        with crawl_lock_held(out), pytest.raises(RuntimeError, match="another crawl"):
+            crawl(["all"], out, options(booru.url))
+        assert os.sched_getaffinity(0) == before  # restored when the crawl fails too
+
+
+@contextlib.contextmanager
+def crawl_lock_held(out: Path):
+    import fcntl
+
+    from crawler.crawl import LOCK_NAME
+
+    out.mkdir(parents=True)
+    with open(out / LOCK_NAME, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        yield
