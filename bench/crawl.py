@@ -6,7 +6,8 @@ answer (a real network). For each latency:
 
 - `crawler crawl all --rate 0 --workers W` for W in 1 and 8: files/s over the whole command (start-up,
   listing, downloads, md5 checks, archive, sidecars), into a fresh folder; every file is then checked
-  against the served bytes (md5) outside the timing;
+  against the served bytes (md5) outside the timing; at the first latency also with `--all-cpus` and the
+  most workers (the crawler keeps its threads on one processor unless told; Linux only);
 - gallery-dl (its `gelbooru_v02` category with a custom instance whose `root` is the local server, set in
   its config; one file at a time, which is all it does), into a fresh folder: as it runs by default (no
   archive: the setting of the issue's reference figures, and the one the targets are measured against),
@@ -172,15 +173,19 @@ def verify(files: list[Path], expected: dict[int, str], id_of) -> None:
         raise RuntimeError(f"{len(got)} files of {len(expected)}; missing {missing}, wrong {wrong}")
 
 
-def run_crawler(server: Server, out: Path, latency: float, workers: int, posts: int, expected) -> Run:
+def run_crawler(
+    server: Server, out: Path, latency: float, workers: int, posts: int, expected, all_cpus: bool = False
+) -> Run:
     cmd = [sys.executable, "-m", "crawler", "crawl", "all", "--out", str(out), "--base-url", server.url,
            "--rate", "0", "--workers", str(workers), "--limit", str(posts), "--no-progress"]  # fmt: skip
+    if all_cpus:
+        cmd.append("--all-cpus")
     wall, _, _ = timed(cmd)
     files = [p for p in (out / "all").iterdir() if p.suffix == ".png"]
     verify(files, expected, lambda p: int(p.stem))
     if (out / "archive.sqlite").stat().st_size == 0:
         raise RuntimeError("crawler kept no archive")
-    run = Run("crawler crawl", latency, workers, len(files), wall)
+    run = Run("crawler crawl --all-cpus" if all_cpus else "crawler crawl", latency, workers, len(files), wall)
     run.rerun_s, t0, t1 = timed(cmd)  # resume: everything is had, only the listing is fetched
     if server.requests_between(t0, t1, "file"):
         raise RuntimeError("the re-run fetched files again")
@@ -272,20 +277,26 @@ def main() -> int:
     settings: list[tuple[str, int]] = [("crawler", w) for w in worker_counts]
     if not args.no_gallery_dl:
         settings += [("gallery-dl", 0), ("gallery-dl-archive", 0)]
+    # the crawler's threads keep to one processor; once, at the first latency, let them spread (Linux)
+    spread = []
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) > 1:
+        spread = [("crawler-all-cpus", max(worker_counts))]
     results: list[Result] = []
     rate_result = None
     runs_dir = work / "runs"
     try:
         for latency in latencies:
             server = Server(gallery, latency, work / f"requests-{latency}.log")
-            by_setting: dict[tuple[str, int], list[Run]] = {k: [] for k in settings}
+            by_setting: dict[tuple[str, int], list[Run]] = {k: [] for k in settings + spread}
             shutil.rmtree(runs_dir, ignore_errors=True)  # what a killed run of the benchmark left
             try:
                 for rep in range(args.repeat):  # the tools take turns: a slow minute hits them all
-                    for tool, workers in settings:
+                    for tool, workers in settings + (spread if latency == latencies[0] else []):
                         out = runs_dir / f"{tool}-{latency}-{workers}-{rep}"
-                        if tool == "crawler":
-                            run = run_crawler(server, out, latency, workers, args.posts, expected)
+                        if tool.startswith("crawler"):
+                            run = run_crawler(
+                                server, out, latency, workers, args.posts, expected, tool.endswith("all-cpus")
+                            )
                         else:
                             run = run_gallery_dl(server, out, latency, expected, tool.endswith("archive"))
                         by_setting[(tool, workers)].append(run)
