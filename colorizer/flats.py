@@ -12,7 +12,9 @@ Each region takes one color: the user's hint inside it, exactly; else the networ
 hint colors in one region split it between them by shortest paths that cost more near a line, so they meet
 inside a gap (as LazyBrush cuts at gaps). The paper (the region holding most of the frame) stays white unless
 a background color is asked for; a hint that leaked into it through an open outline takes only what lies
-behind the opening. The frame counts as a line: a figure cut by it is closed.
+behind the opening. The frame counts as a line: a figure cut by it is closed. A hint on the paper behind an
+opening too wide for that (a bust whose body stops above the frame) colors its pocket: the paper inside the
+drawing's convex hull, closed by the hull's edge, where the network (which saw the hint) agrees.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 INK_THRESHOLD = 0.7  # line art below this is ink (anti-aliased edges included: they close gaps)
 RADII_PX = (4, 2, 1)  # trapped-ball radii at the working scale: gaps up to ~8 px are closed
@@ -32,6 +35,9 @@ PASSAGE_COST = 20.0
 SPLIT_MAX_PX = 16_000  # a region split on more pixels than this is split on a coarser grid
 LEAK_CUT_RATIO = 1.2  # a leaked hint's cut must be shorter than this x sqrt(area behind it)
 HINT_ALPHA = 0.5  # a hint pixel: painted with at least this opacity
+AGREE = 0.3  # a hint on open paper takes the pixels where the network went this far from paper toward it
+AGREE_SIGMA_PX = 2.0  # ...judged on the network's colors blurred by this much (no ragged edges)
+AGREE_WHOLE = 0.6  # ...and its whole pocket when that covers this share of it
 
 
 @dataclass
@@ -297,6 +303,7 @@ def fill(
     paper_color = np.asarray(background if background is not None else (1.0, 1.0, 1.0), np.float64)
     colors[regions.paper] = paper_color
     out_labels = labels
+    pockets: np.ndarray | None = None  # made when a hint on open paper needs them
     hints = _hints(hint_rgb, hint_alpha, regions.ink)
     if hints:
         flat_labels = labels.ravel()
@@ -324,6 +331,8 @@ def fill(
                 frame[:, [0, -1]] = True
                 markers.append(np.flatnonzero((frame & mask).ravel()))
             split = _split(mask, dist, markers)
+            parts: list[tuple[int, np.ndarray]] = []
+            open_hints: list[int] = []
             for j, k in enumerate(ks):
                 part = split == j + 1
                 if is_paper and not paper_takes_hints:
@@ -331,10 +340,99 @@ def fill(
                     # the open paper (no gap) leaves the paper as paper.
                     cut = _cut_length(part & ~regions.ink, mask & ~part & ~regions.ink)
                     if cut > LEAK_CUT_RATIO * np.sqrt(max(1, part.sum())):
+                        open_hints.append(k)
                         continue
+                parts.append((k, part))
+            if open_hints:
+                if pockets is None:
+                    pockets = _pockets(regions)
+                for k, part in _pocket_parts(
+                    pockets, mask, regions, [(k, hints[k].pixels) for k in open_hints]
+                ):
+                    part = _agreed(part, network_rgb, hints[k], paper_color, regions.ink)
+                    if part.any():
+                        parts.append((k, part))
+            for k, part in parts:
                 colors = np.vstack([colors, hints[k].color[None]])
                 n += 1
                 if out_labels is labels:
                     out_labels = labels.copy()
                 out_labels[part] = n
     return colors[out_labels].astype(np.float32)
+
+
+def _agreed(
+    part: np.ndarray, network_rgb: np.ndarray, hint: _Hint, paper_color: np.ndarray, ink: np.ndarray
+) -> np.ndarray:
+    """What of a pocket a hint on open paper colors: where the network, which saw the hint, moved from the
+    paper's color toward the hint's (AGREE of the way, smoothed), the parts joined to the hint, holes filled,
+    with the ink along them; the whole pocket when that is most of it. The network knows a figure from the
+    background where the lines do not say it (a triangle of paper between an arm and a leg stays white)."""
+    axis = hint.color - paper_color
+    norm = float(axis @ axis)
+    if norm < 1e-6:
+        return part
+    toward = ((network_rgb - paper_color) @ axis / norm).astype(np.float32)
+    toward = cv2.GaussianBlur(toward, (0, 0), AGREE_SIGMA_PX)
+    keep = (part & ~ink & (toward >= AGREE)).astype(np.uint8)
+    count, comp = cv2.connectedComponents(keep, connectivity=4)
+    if count <= 1:
+        return np.zeros_like(part)
+    ids = np.unique(comp.ravel()[hint.pixels])
+    ids = ids[ids > 0]
+    if len(ids) == 0:
+        return np.zeros_like(part)
+    keep = ndimage.binary_fill_holes(np.isin(comp, ids)) & part
+    if keep.sum() >= AGREE_WHOLE * (part & ~ink).sum():  # it agrees on most of it: the pocket, clean-edged
+        return part
+    rim = cv2.dilate(keep.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))).astype(bool)
+    return part & (keep | (rim & ink))
+
+
+def _pockets(regions: Regions) -> np.ndarray:
+    """The paper inside the drawing's convex hull, cut into pieces by the lines and the hull's edge `(H, W)
+    int32` (0: not a pocket). An outline left open toward the outside (a bust whose body stops above the
+    frame, a sleeve) is closed there by the straight line between its ends, as a colorist closes it."""
+    h, w = regions.labels.shape
+    points = cv2.findNonZero(regions.ink.astype(np.uint8))
+    if points is None or len(points) < 3:
+        return np.zeros((h, w), np.int32)
+    hull = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    inside = cv2.erode(hull, np.ones((3, 3), np.uint8)).astype(bool)  # the hull's edge is a line
+    open_paper = regions.paper[regions.labels] & ~regions.ink & inside
+    _, pockets = cv2.connectedComponents(open_paper.astype(np.uint8), connectivity=4)
+    return pockets.astype(np.int32)
+
+
+def _pocket_parts(
+    pockets: np.ndarray, mask: np.ndarray, regions: Regions, open_hints: list[tuple[int, np.ndarray]]
+) -> list[tuple[int, np.ndarray]]:
+    """Hints on open paper that fall in a pocket color it (with the ink around it); several hints in one
+    pocket share it as in a region. A pocket that holds half the paper is the background: left as paper."""
+    flat = pockets.ravel()
+    paper_area = int((mask & ~regions.ink).sum())
+    by_pocket: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for k, pixels in open_hints:
+        ids, counts = np.unique(flat[pixels], return_counts=True)
+        ok = ids > 0
+        if not ok.any():
+            continue
+        best = int(np.argmax(np.where(ok, counts, 0)))
+        if counts[best] >= 0.25 * counts.sum():
+            by_pocket.setdefault(int(ids[best]), []).append((k, pixels))
+    out = []
+    for pocket, members in by_pocket.items():
+        room = pockets == pocket
+        if room.sum() > 0.5 * paper_area:
+            continue
+        rim = cv2.dilate(room.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))).astype(
+            bool
+        )
+        area = mask & (room | (rim & regions.ink))
+        if len(members) == 1:
+            out.append((members[0][0], area))
+            continue
+        split = _split(area, regions.dist, [pixels for _, pixels in members])
+        out += [(k, split == j + 1) for j, (k, _) in enumerate(members)]
+    return out

@@ -182,3 +182,69 @@ def test_blank_and_tiny_sketches_are_one_region(shape):
     assert regions.n == 1
     out = flats.fill(regions, np.zeros((*shape, 3), np.float32))
     assert out.shape == (*shape, 3)
+
+
+def bust(h: int = 200, w: int = 200) -> np.ndarray:
+    """A head and shoulders whose body outline stops 40 px above the frame (as OpenMoji draws a bust)."""
+    lines = paper(h, w)
+    cv2.circle(lines, (100, 60), 30, 0.0, 2)
+    cv2.ellipse(lines, (100, 130), (50, 30), 0, 180, 360, 0.0, 2)  # the shoulders
+    cv2.line(lines, (50, 130), (50, 160), 0.0, 2)
+    cv2.line(lines, (150, 130), (150, 160), 0.0, 2)
+    return lines
+
+
+def test_a_hint_in_a_body_left_open_above_the_frame_colors_the_body():
+    """The body's outline is open toward the frame by 100 px, far too wide to close; the hint colors the body up
+    to the straight line between the outline's ends, as a colorist closes it, and not the paper around it."""
+    lines = bust()
+    regions = flats.segment(lines)
+    assert regions.paper[regions.labels[145, 100]]  # the body is one region with the paper
+    rgb, alpha = hint_layer(lines.shape, [(80, 145, BLUE), (120, 150, BLUE)])
+    network = np.ones((*lines.shape, 3), np.float32)
+    network[110:175, 40:160] = BLUE  # the network, shown the hints, paints the body (and spills a little)
+    out = flats.fill(regions, network, rgb, alpha)
+    body = np.zeros(lines.shape, np.uint8)
+    cv2.ellipse(body, (100, 130), (46, 26), 0, 180, 360, 1, -1)
+    body[130:158, 54:147] = 1
+    assert np.mean([de(c, BLUE) < 3 for c in out[body > 0]]) > 0.97
+    assert np.allclose(
+        out[170:, :], 1.0
+    )  # below the body's ends: the paper, though the network spilled there
+    assert np.allclose(out[:, :40], 1.0) and np.allclose(out[100, 160:], 1.0)
+    white = flats.fill(regions, network, None, None)
+    assert np.allclose(white[145, 100], 1.0)  # without a hint the body is paper
+
+
+def test_a_hint_on_open_paper_beside_a_line_takes_only_what_the_network_colors():
+    """An arm drawn as one stroke meets a leg: between them a triangle of open paper inside the drawing's hull.
+    A hint dabbed beside the arm (where the artist's color has a thick arm) colors the strip the network paints
+    there, not the whole triangle."""
+    lines = paper(200, 200)
+    cv2.line(lines, (30, 40), (170, 40), 0.0, 2)  # the arm
+    cv2.line(lines, (30, 40), (30, 170), 0.0, 2)  # the leg
+    regions = flats.segment(lines)
+    rgb, alpha = hint_layer(lines.shape, [(100, 47, RED)])
+    network = np.ones((*lines.shape, 3), np.float32)
+    network[41:54, 31:171] = RED
+    out = flats.fill(regions, network, rgb, alpha)
+    assert np.mean([de(c, RED) < 3 for c in out[44:50, 40:160].reshape(-1, 3)]) > 0.97
+    assert np.allclose(out[70:, 40:], 1.0)  # the rest of the triangle, and outside it, stays paper
+    network[:] = 1.0  # the network sees paper there: the dab alone colors nothing
+    assert np.allclose(flats.fill(regions, network, rgb, alpha)[42:, 32:], 1.0)
+
+
+def test_a_white_dab_keeps_paper_that_a_colored_dab_on_open_paper_would_take():
+    """Where the network paints a whole pocket of open paper, a dab of white in part of it keeps that part white
+    (the README's advice when the guess is wrong)."""
+    lines = paper(200, 200)
+    cv2.line(lines, (30, 40), (170, 40), 0.0, 2)
+    cv2.line(lines, (30, 40), (30, 170), 0.0, 2)
+    regions = flats.segment(lines)
+    network = np.ones((*lines.shape, 3), np.float32)
+    network[41:, 31:] = RED  # the network colors the whole triangle
+    rgb, alpha = hint_layer(lines.shape, [(100, 47, RED)])
+    assert de(flats.fill(regions, network, rgb, alpha)[100, 45], RED) < 3
+    rgb, alpha = hint_layer(lines.shape, [(100, 47, RED), (45, 120, (1.0, 1.0, 1.0))])
+    out = flats.fill(regions, network, rgb, alpha)
+    assert de(out[50, 100], RED) < 3 and np.allclose(out[120, 40], 1.0)
