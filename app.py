@@ -974,22 +974,25 @@ def build_app(
                           api_name=False),
             gallery.select(on_example, inputs=None, outputs=opened, show_progress="minimal", api_name=False),
         ]  # fmt: skip
+        coloring = []  # every event that colors: clearing the canvas cancels those still under way
         for event in new_sketch:
-            event.then(on_live, **live_args, js=START_CLOCK_JS, api_name=False).then(
-                None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS
-            )
-        # clearing empties the editor's value too: a Colorize click right after must not send the cleared sketch
-        editor.clear(on_clear, outputs=[editor, drop, sketch_ref, status], api_name=False)
-        button.click(
+            coloring.append(event.then(on_live, **live_args, js=START_CLOCK_JS, api_name=False))
+            coloring[-1].then(None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS)
+        coloring.append(button.click(
             on_colorize, inputs=settings, outputs=outputs, api_name="colorize", show_progress="full",
             js=START_CLOCK_JS, concurrency_limit=None,
-        ).then(None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS)  # fmt: skip
+        ))  # fmt: skip
+        coloring[-1].then(None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS)
         # Live preview: each stroke (the editor's input event) and each change of a setting recolors; the page
         # waits LIVE_DELAY_MS for more strokes and keeps only the newest request (always_last).
-        gr.on(
+        coloring.append(gr.on(
             [editor.input, mode.change, no_hints.change, background.change, resolution.change, live.change],
             on_live, **live_args, api_name=False, trigger_mode="always_last", js=LIVE_START_JS,
-        ).then(None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS)  # fmt: skip
+        ))  # fmt: skip
+        coloring[-1].then(None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS)
+        # clearing empties the editor's value too: a Colorize click right after must not send the cleared sketch,
+        # and a coloring of the cleared sketch still under way must not land after the clear
+        editor.clear(on_clear, outputs=[editor, drop, sketch_ref, status], api_name=False, cancels=coloring)
         # The brush color must change at once, even while a colorization holds the queue: the swatch sets the picker
         # in the page, and the brush update skips the queue (it only sends the editor its new brush).
         picker.change(
