@@ -523,16 +523,25 @@ def split_editor(value: dict | None) -> tuple[Image.Image | None, Image.Image | 
 
 
 def _live_key(value: dict, *settings: Any) -> tuple:
-    """What a live result depends on: the editor's pixels (the sketch and the painted layers) and the settings."""
+    """What a live result depends on: the sketch (the opened file when there is one, which is what is colored;
+    else the editor's background), the painted layers, and the settings. The editor's background can lag behind
+    a newly opened file: keyed by it, one opening would be colored twice, the second after whatever came next."""
     import hashlib
 
     digest = hashlib.blake2b(digest_size=16)
-    for im in [value.get("background"), *(value.get("layers") or [])]:
+    ref = settings[-1]
+    shown = [value.get("background")] if getattr(ref, "path", None) is None else []
+    painted = [im for im in value.get("layers") or [] if im is not None and not _blank_layer(im)]
+    for im in [*shown, *painted]:
         if im is not None:
             digest.update(f"{im.mode} {im.size}".encode())
             digest.update(im.tobytes())
-    ref = settings[-1]
     return (digest.hexdigest(), *settings[:-1], getattr(ref, "path", None))
+
+
+def _blank_layer(im: Image.Image) -> bool:
+    """A layer with nothing painted on it (the editor adds one as a sketch lands in it)."""
+    return im.mode in ("RGBA", "LA") and im.getchannel("A").getbbox() is None
 
 
 def no_model_status(state: ModelState) -> str:
@@ -837,7 +846,9 @@ def build_app(
         return image if image is not None else gr.skip(), status, *downloads(files)
 
     def on_live(value, no_hints, mode, resolution, background, ref, live_now, request: gr.Request):
-        if not live_now or value is None or value.get("background") is None:
+        # No sketch open (`ref` is None until one is opened, and again once the canvas is cleared): the editor's
+        # input event that clearing fires can still carry the cleared sketch, whose colors must not come back.
+        if not live_now or ref is None or value is None or value.get("background") is None:
             return gr.skip(), gr.skip(), *([gr.skip()] * 3)
         session = getattr(request, "session_hash", None) or "?"
         key = _live_key(value, no_hints, mode, resolution, background, ref)

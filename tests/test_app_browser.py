@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import threading
 import time
@@ -799,7 +800,8 @@ def test_every_refusal_is_a_sentence_in_the_status_line(tiny_app, tmp_path, cat,
             expect(status).to_contain_text("Open a sketch first", timeout=30_000)
 
             _open_file(page, cat)
-            expect(status).to_contain_text("Colored in", timeout=60_000)
+            # the cat's own result (Live), before the next file: a refusal is not to be overwritten by it
+            expect(status).to_contain_text(re.compile(r"Colored in .*cat_landscape\.png"), timeout=60_000)
             _open_file(page, bad_file(tmp_path, "truncated_png"))  # refused, and the cat stays
             expect(status).to_contain_text("is damaged or incomplete", timeout=30_000)
             expect(status).to_contain_text("still holds the previous sketch, cat_landscape.png")
