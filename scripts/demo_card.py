@@ -97,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         "bad_at": (
             "Choosing colors by itself: without hints it picks light, plausible colors that are often not the "
             "artist's (a brown apple, a brown tree), so give it a dab of color where it matters. Outlines left "
-            "open (a head drawn with gaps, hair strands, sketchy lines) make an area part of the paper, which "
-            "Flat keeps white: use Soft there. Soft smudges past the lines."
+            "open (a head drawn with gaps, a body that stops above the frame, sketchy lines) make an area part of "
+            "the paper: Flat keeps it white until you dab a color there, then colors what the network agrees on, "
+            "closing the opening with a straight line (a dab of white stops a wrong guess). Soft smudges past "
+            "the lines."
         ),
         "how": (
             f"Trained on one 2-core CPU: {stages}, batches of 8 crops of 128x128 px; "
