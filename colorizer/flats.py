@@ -385,8 +385,13 @@ def _agreed(
     keep = ndimage.binary_fill_holes(np.isin(comp, ids)) & part
     if keep.sum() >= AGREE_WHOLE * (part & ~ink).sum():  # it agrees on most of it: the pocket, clean-edged
         return part
-    rim = cv2.dilate(keep.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))).astype(bool)
-    return part & (keep | (rim & ink))
+    return part & _with_ink_rim(keep, ink)
+
+
+def _with_ink_rim(area: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """`area` and the ink within 2 px of it (flats run under the lines)."""
+    rim = cv2.dilate(area.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))).astype(bool)
+    return area | (rim & ink)
 
 
 def _pockets(regions: Regions) -> np.ndarray:
@@ -426,10 +431,7 @@ def _pocket_parts(
         room = pockets == pocket
         if room.sum() > 0.5 * paper_area:
             continue
-        rim = cv2.dilate(room.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))).astype(
-            bool
-        )
-        area = mask & (room | (rim & regions.ink))
+        area = mask & _with_ink_rim(room, regions.ink)
         if len(members) == 1:
             out.append((members[0][0], area))
             continue
