@@ -533,7 +533,7 @@ def _live_key(value: dict, *settings: Any) -> tuple:
     shown = [value.get("background")] if getattr(ref, "path", None) is None else []
     painted = [im for im in value.get("layers") or [] if im is not None and not _blank_layer(im)]
     for im in [*shown, *painted]:
-        if im is not None:
+        if im is not None:  # the background of an API caller's value may be missing
             digest.update(f"{im.mode} {im.size}".encode())
             digest.update(im.tobytes())
     return (digest.hexdigest(), *settings[:-1], getattr(ref, "path", None))
@@ -986,21 +986,21 @@ def build_app(
             gallery.select(on_example, inputs=None, outputs=opened, show_progress="minimal", api_name=False),
         ]  # fmt: skip
         coloring = []  # every event that colors: clearing the canvas cancels those still under way
-        for event in new_sketch:
-            coloring.append(event.then(on_live, **live_args, js=START_CLOCK_JS, api_name=False))
-            coloring[-1].then(None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS)
+        coloring += [
+            event.then(on_live, **live_args, js=START_CLOCK_JS, api_name=False) for event in new_sketch
+        ]
         coloring.append(button.click(
             on_colorize, inputs=settings, outputs=outputs, api_name="colorize", show_progress="full",
             js=START_CLOCK_JS, concurrency_limit=None,
         ))  # fmt: skip
-        coloring[-1].then(None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS)
         # Live preview: each stroke (the editor's input event) and each change of a setting recolors; the page
         # waits LIVE_DELAY_MS for more strokes and keeps only the newest request (always_last).
         coloring.append(gr.on(
             [editor.input, mode.change, no_hints.change, background.change, resolution.change, live.change],
             on_live, **live_args, api_name=False, trigger_mode="always_last", js=LIVE_START_JS,
         ))  # fmt: skip
-        coloring[-1].then(None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS)
+        for event in coloring:  # the status shows the wait as the page measured it
+            event.then(None, inputs=[status], outputs=[status], js=SHOW_WAIT_JS)
         # clearing empties the editor's value too: a Colorize click right after must not send the cleared sketch,
         # and a coloring of the cleared sketch still under way must not land after the clear
         editor.clear(on_clear, outputs=[editor, drop, sketch_ref, status], api_name=False, cancels=coloring)

@@ -419,19 +419,17 @@ def _on_one_cpu(enabled: bool) -> Iterator[None]:
     crawler whose work is mostly Python (BENCHMARKS.md). Only Linux lets a thread choose."""
     setaffinity = getattr(os, "sched_setaffinity", None)
     allowed = os.sched_getaffinity(0) if setaffinity is not None and enabled else set()
-    if len(allowed) < 2:
-        yield
-        return
-    try:
-        setaffinity(0, {_current_cpu(allowed)})
-    except OSError:  # a container that forbids it: run as the OS places us
-        yield
-        return
+    pinned = False
+    if len(allowed) > 1:
+        with contextlib.suppress(OSError):  # a container that forbids it: run as the OS places us
+            setaffinity(0, {_current_cpu(allowed)})
+            pinned = True
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
-            setaffinity(0, allowed)
+        if pinned:
+            with contextlib.suppress(OSError):
+                setaffinity(0, allowed)
 
 
 def _current_cpu(allowed: set[int]) -> int:
