@@ -394,6 +394,19 @@ def _with_ink_rim(area: np.ndarray, ink: np.ndarray) -> np.ndarray:
     return area | (rim & ink)
 
 
+def _dabs_on(mask: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """The hint pixels of the dabs (connected strokes) that lie mostly inside `mask`: a stroke in a closed region
+    that spills over its line onto the paper is that region's, and colors no pocket."""
+    h, w = mask.shape
+    painted = np.zeros(h * w, np.uint8)
+    painted[pixels] = 1
+    count, dab = cv2.connectedComponents(painted.reshape(h, w), connectivity=8)
+    ids = dab.ravel()[pixels]
+    inside = np.bincount(ids, weights=mask.ravel()[pixels].astype(np.float64), minlength=count)
+    share = inside / np.maximum(np.bincount(ids, minlength=count), 1)
+    return pixels[share[ids] > 0.5]
+
+
 def _pockets(regions: Regions) -> np.ndarray:
     """The paper inside the drawing's convex hull, cut into pieces by the lines and the hull's edge `(H, W)
     int32` (0: not a pocket). An outline left open toward the outside (a bust whose body stops above the
@@ -418,7 +431,10 @@ def _pocket_parts(
     flat = pockets.ravel()
     paper_area = int((mask & ~regions.ink).sum())
     by_pocket: dict[int, list[tuple[int, np.ndarray]]] = {}
-    for k, pixels in open_hints:
+    for k, all_pixels in open_hints:
+        pixels = _dabs_on(mask, all_pixels)
+        if len(pixels) == 0:
+            continue
         ids, counts = np.unique(flat[pixels], return_counts=True)
         ok = ids > 0
         if not ok.any():
